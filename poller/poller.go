@@ -1,0 +1,196 @@
+// Package poller knows which polls are held on which channel and wakes them:
+// when a message is published, when a channel is deleted, or when the whole
+// poller closes. It imports nothing from Caddy or the store.
+//
+// A held poll costs one small Waiter and no goroutine: the request goroutine
+// that holds it selects on Waiter.Done with its own timer and context.
+package poller
+
+import (
+	"errors"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+)
+
+// Reason says why a waiter was answered.
+type Reason uint8
+
+const (
+	// Published: something was published to the channel.
+	Published Reason = iota + 1
+	// Deleted: the channel was deleted.
+	Deleted
+	// Closed: the poller closed (shutdown, or its store was replaced).
+	Closed
+)
+
+func (r Reason) String() string {
+	switch r {
+	case Published:
+		return "published"
+	case Deleted:
+		return "deleted"
+	case Closed:
+		return "closed"
+	}
+	return "unknown"
+}
+
+var (
+	// ErrTooMany is returned by Hold when MaxHeld polls are held already.
+	ErrTooMany = errors.New("too many held polls")
+	// ErrClosed is returned by Hold after Close.
+	ErrClosed = errors.New("poller closed")
+)
+
+// Waiter is one held poll. Its owner must call Poller.Release exactly once.
+type Waiter struct {
+	channel  string
+	done     chan struct{}
+	reason   Reason // written once, before done is closed
+	released bool   // guarded by the shard lock
+}
+
+// Done is closed when the waiter is answered; Reason then says why.
+func (w *Waiter) Done() <-chan struct{} { return w.done }
+
+// Reason says why Done was closed; valid only after it was.
+func (w *Waiter) Reason() Reason { return w.reason }
+
+// Channel is the channel the waiter waits on.
+func (w *Waiter) Channel() string { return w.channel }
+
+const shardCount = 64
+
+// Poller is the registry of held polls. The zero value is not usable; use New.
+type Poller struct {
+	seed    maphash.Seed
+	maxHeld atomic.Int64 // 0: no limit
+	held    atomic.Int64
+	closed  atomic.Bool
+	shards  [shardCount]shard
+}
+
+type shard struct {
+	mu       sync.Mutex
+	channels map[string]map[*Waiter]struct{}
+}
+
+// New returns a poller that holds at most maxHeld polls at once (0: no limit).
+func New(maxHeld int) *Poller {
+	p := &Poller{seed: maphash.MakeSeed()}
+	p.maxHeld.Store(int64(maxHeld))
+	for i := range p.shards {
+		p.shards[i].channels = make(map[string]map[*Waiter]struct{})
+	}
+	return p
+}
+
+// SetMaxHeld changes the limit on held polls (0: no limit). Polls already
+// held stay held.
+func (p *Poller) SetMaxHeld(n int) { p.maxHeld.Store(int64(n)) }
+
+// Held is the number of polls held now.
+func (p *Poller) Held() int { return int(p.held.Load()) }
+
+func (p *Poller) shard(channel string) *shard {
+	return &p.shards[maphash.String(p.seed, channel)%shardCount]
+}
+
+// Hold registers a poll on channel. The caller must call Release when done
+// with the waiter, whether or not it was answered.
+func (p *Poller) Hold(channel string) (*Waiter, error) {
+	limit := p.maxHeld.Load()
+	if n := p.held.Add(1); limit > 0 && n > limit {
+		p.held.Add(-1)
+		return nil, ErrTooMany
+	}
+	w := &Waiter{channel: channel, done: make(chan struct{})}
+	s := p.shard(channel)
+	s.mu.Lock()
+	// Checked under the shard lock: Close marks closed before it sweeps
+	// the shards, so a waiter is either seen by Close or refused here.
+	if p.closed.Load() {
+		s.mu.Unlock()
+		p.held.Add(-1)
+		return nil, ErrClosed
+	}
+	set := s.channels[channel]
+	if set == nil {
+		set = make(map[*Waiter]struct{})
+		s.channels[channel] = set
+	}
+	set[w] = struct{}{}
+	s.mu.Unlock()
+	return w, nil
+}
+
+// Release unregisters w. It is safe to call after w was answered, and only
+// the first call counts.
+func (p *Poller) Release(w *Waiter) {
+	s := p.shard(w.channel)
+	s.mu.Lock()
+	if w.released {
+		s.mu.Unlock()
+		return
+	}
+	w.released = true
+	if set := s.channels[w.channel]; set != nil {
+		if _, ok := set[w]; ok {
+			delete(set, w)
+			if len(set) == 0 {
+				delete(s.channels, w.channel)
+			}
+		}
+	}
+	s.mu.Unlock()
+	p.held.Add(-1)
+}
+
+// Wake answers every poll held on channel with Published and returns how many.
+func (p *Poller) Wake(channel string) int { return p.answer(channel, Published) }
+
+// Gone answers every poll held on channel with Deleted and returns how many.
+func (p *Poller) Gone(channel string) int { return p.answer(channel, Deleted) }
+
+func (p *Poller) answer(channel string, r Reason) int {
+	s := p.shard(channel)
+	s.mu.Lock()
+	set := s.channels[channel]
+	delete(s.channels, channel)
+	s.mu.Unlock()
+	// The set is ours now: no one else can reach these waiters' done.
+	for w := range set {
+		w.reason = r
+		close(w.done)
+	}
+	return len(set)
+}
+
+// Waiting is the number of polls held on channel.
+func (p *Poller) Waiting(channel string) int {
+	s := p.shard(channel)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.channels[channel])
+}
+
+// Close answers every held poll with Closed and refuses new ones. It is
+// idempotent.
+func (p *Poller) Close() {
+	p.closed.Store(true)
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.Lock()
+		channels := s.channels
+		s.channels = make(map[string]map[*Waiter]struct{})
+		s.mu.Unlock()
+		for _, set := range channels {
+			for w := range set {
+				w.reason = Closed
+				close(w.done)
+			}
+		}
+	}
+}

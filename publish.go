@@ -1,0 +1,264 @@
+package longpoll
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+	"go.uber.org/zap"
+
+	"github.com/caddy-longpoll/longpoll/store"
+)
+
+// DefaultMaxSize is the default limit on a published message's body.
+const DefaultMaxSize = 1 << 20
+
+// MaxIdempotencyKeyLen is the longest Idempotency-Key accepted, in bytes.
+const MaxIdempotencyKeyLen = 256
+
+// Publish is the endpoint an upstream app calls: POST publishes the body as
+// one message, GET describes the channel (with a cursor to render into a
+// page), DELETE drops the channel. Serve it on an address only the app can
+// reach; the allow list and the token guard it further.
+type Publish struct {
+	// Channel is the channel to publish to, a placeholder template expanded
+	// per request. Default "{http.request.uri.path.file}", the last path
+	// segment.
+	Channel string `json:"channel,omitempty"`
+
+	// Allow lists the client addresses (IPs or CIDR ranges) allowed to use
+	// the endpoint; others get 403. The client address is Caddy's client IP,
+	// which honours the server's trusted_proxies. Default: loopback only
+	// (127.0.0.0/8 and ::1).
+	Allow []string `json:"allow,omitempty"`
+
+	// Token, if set, must be sent as "Authorization: Bearer <token>";
+	// otherwise 401. Placeholders such as {env.LONGPOLL_TOKEN} are expanded
+	// once at load; a token that expands to nothing is a config error.
+	Token string `json:"token,omitempty"`
+
+	// MaxSize is the largest message body accepted, in bytes; larger
+	// bodies get 413. Default 1MiB.
+	MaxSize int64 `json:"max_size,omitempty"`
+
+	allow  []netip.Prefix
+	token  string
+	shared *shared
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Publish) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.longpoll_publish",
+		New: func() caddy.Module { return new(Publish) },
+	}
+}
+
+// Provision applies the defaults and joins the app's store.
+func (h *Publish) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.Channel == "" {
+		h.Channel = DefaultChannel
+	}
+	if h.MaxSize == 0 {
+		h.MaxSize = DefaultMaxSize
+	}
+	allow := h.Allow
+	if len(allow) == 0 {
+		allow = []string{"127.0.0.0/8", "::1"}
+	}
+	h.allow = h.allow[:0]
+	for _, a := range allow {
+		pfx, err := parsePrefix(a)
+		if err != nil {
+			return fmt.Errorf("longpoll_publish: allow: %v", err)
+		}
+		h.allow = append(h.allow, pfx)
+	}
+	h.token = caddy.NewReplacer().ReplaceKnown(h.Token, "")
+	app, err := appOf(ctx)
+	if err != nil {
+		return err
+	}
+	h.shared = app.shared
+	return nil
+}
+
+// parsePrefix reads an IP or a CIDR range.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, fmt.Errorf("%q is not an IP address or CIDR range", s)
+		}
+		return p.Masked(), nil
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR range", s)
+	}
+	ip = ip.Unmap()
+	return netip.PrefixFrom(ip, ip.BitLen()), nil
+}
+
+// Validate checks the configuration.
+func (h *Publish) Validate() error {
+	if h.MaxSize < 0 {
+		return fmt.Errorf("longpoll_publish: max_size must be more than 0, got %d", h.MaxSize)
+	}
+	if h.Token != "" && h.token == "" {
+		return fmt.Errorf("longpoll_publish: token %q is empty once its placeholders are replaced (is the environment variable set?)", h.Token)
+	}
+	return nil
+}
+
+// ServeHTTP publishes, describes or deletes a channel. It never calls next.
+func (h *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	m := h.shared.metrics
+	reject := func(reason string, status int, format string, args ...any) error {
+		m.publishesRejected.WithLabelValues(reason).Inc()
+		h.logger.Debug("publish endpoint refused a request", zap.String("reason", reason), zap.Int("status", status))
+		return writeError(w, status, format, args...)
+	}
+	if !h.allowed(r) {
+		return reject("forbidden", http.StatusForbidden, "client address not allowed to publish")
+	}
+	if h.token != "" && !h.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="longpoll"`)
+		return reject("unauthorized", http.StatusUnauthorized, "missing or wrong bearer token")
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	channel := repl.ReplaceKnown(h.Channel, "")
+	if err := store.ValidChannel(channel); err != nil {
+		return reject("bad_request", http.StatusBadRequest, "%v", err)
+	}
+	ctx := r.Context()
+	st, p := h.shared.store, h.shared.poller
+
+	switch r.Method {
+	case http.MethodPost:
+	case http.MethodGet, http.MethodHead:
+		info, err := st.Info(ctx, channel)
+		if err != nil {
+			m.publishesRejected.WithLabelValues("store").Inc()
+			return storeError(w, h.logger, channel, err)
+		}
+		return writeJSON(w, http.StatusOK, map[string]any{
+			"channel": info.Channel, "cursor": info.Cursor,
+			"messages": info.Messages, "subscribers": p.Waiting(channel),
+		})
+	case http.MethodDelete:
+		had, err := st.Delete(ctx, channel)
+		if err != nil {
+			m.publishesRejected.WithLabelValues("store").Inc()
+			return storeError(w, h.logger, channel, err)
+		}
+		n := p.Gone(channel)
+		h.logger.Debug("channel deleted", zap.String("channel", channel), zap.Int("held_polls", n))
+		return writeJSON(w, http.StatusOK, map[string]any{"channel": channel, "deleted": had, "subscribers": n})
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST, DELETE")
+		return reject("method", http.StatusMethodNotAllowed, "method %s not allowed: publish with POST", r.Method)
+	}
+
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > MaxIdempotencyKeyLen || strings.ContainsFunc(key, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
+		return reject("bad_request", http.StatusBadRequest, "Idempotency-Key must be at most %d bytes without control characters", MaxIdempotencyKeyLen)
+	}
+	if r.ContentLength > h.MaxSize {
+		return reject("too_large", http.StatusRequestEntityTooLarge, "message larger than max_size (%s)", humanize.IBytes(uint64(h.MaxSize)))
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxSize))
+	if err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			return reject("too_large", http.StatusRequestEntityTooLarge, "message larger than max_size (%s)", humanize.IBytes(uint64(h.MaxSize)))
+		}
+		return reject("bad_request", http.StatusBadRequest, "reading body: %v", err)
+	}
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	if isJSONType(ct) && !json.Valid(body) {
+		return reject("bad_request", http.StatusBadRequest, "body is not valid JSON but Content-Type is %s", ct)
+	}
+
+	msg, dup, err := st.Append(ctx, channel, store.Message{Type: ct, Data: body}, key)
+	if err != nil {
+		m.publishesRejected.WithLabelValues("store").Inc()
+		return storeError(w, h.logger, channel, err)
+	}
+	woken := 0
+	if dup {
+		w.Header().Set("Idempotent-Replayed", "true")
+	} else {
+		woken = p.Wake(channel)
+		m.published.Inc()
+	}
+	h.logger.Debug("published", zap.String("channel", channel), zap.String("id", msg.ID),
+		zap.Int("size", len(body)), zap.Int("woken", woken), zap.Bool("duplicate", dup))
+	return writeJSON(w, http.StatusOK, map[string]any{
+		"id": msg.ID, "channel": msg.Channel, "time": msg.Time.UTC().Format(time.RFC3339Nano), "subscribers": woken,
+	})
+}
+
+// allowed reports whether the client address is on the allow list.
+func (h *Publish) allowed(r *http.Request) bool {
+	addr, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if addr == "" {
+		addr, _, _ = net.SplitHostPort(r.RemoteAddr)
+	}
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap().WithZone("")
+	for _, p := range h.allow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// authorized reports whether the request carries the bearer token.
+func (h *Publish) authorized(r *http.Request) bool {
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return ok && strings.EqualFold(scheme, "Bearer") &&
+		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(h.token)) == 1
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("Content-Length", fmt.Sprint(b.Len()))
+	w.WriteHeader(status)
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Publish)(nil)
+	_ caddy.Validator             = (*Publish)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Publish)(nil)
+)
