@@ -1,0 +1,183 @@
+package poller
+
+import (
+	"errors"
+	"sync"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func answered(w *Waiter) bool {
+	select {
+	case <-w.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+func TestWakeAnswersOnlyThatChannel(t *testing.T) {
+	p := New(0)
+	a1, _ := p.Hold("a")
+	a2, _ := p.Hold("a")
+	b, _ := p.Hold("b")
+	if n := p.Waiting("a"); n != 2 {
+		t.Fatalf("Waiting(a) = %d, want 2", n)
+	}
+	if n := p.Wake("a"); n != 2 {
+		t.Fatalf("Wake(a) = %d, want 2", n)
+	}
+	for _, w := range []*Waiter{a1, a2} {
+		if !answered(w) || w.Reason() != Published {
+			t.Fatalf("waiter on a: answered %v reason %v", answered(w), w.Reason())
+		}
+	}
+	if answered(b) {
+		t.Fatal("waiter on b answered by a wake of a")
+	}
+	if n := p.Wake("a"); n != 0 {
+		t.Fatalf("second Wake(a) = %d, want 0", n)
+	}
+	for _, w := range []*Waiter{a1, a2, b} {
+		p.Release(w)
+	}
+	if p.Held() != 0 {
+		t.Fatalf("Held = %d after releasing all", p.Held())
+	}
+}
+
+func TestGoneAndCloseReasons(t *testing.T) {
+	p := New(0)
+	a, _ := p.Hold("a")
+	b, _ := p.Hold("b")
+	if n := p.Gone("a"); n != 1 || a.Reason() != Deleted {
+		t.Fatalf("Gone(a) = %d, reason %v", n, a.Reason())
+	}
+	p.Close()
+	if !answered(b) || b.Reason() != Closed {
+		t.Fatalf("after Close: answered %v reason %v", answered(b), b.Reason())
+	}
+	if _, err := p.Hold("c"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Hold after Close = %v, want ErrClosed", err)
+	}
+	p.Close() // idempotent
+	p.Release(a)
+	p.Release(b)
+	if p.Held() != 0 {
+		t.Fatalf("Held = %d", p.Held())
+	}
+}
+
+func TestMaxHeldRefusesAndReleaseFreesASlot(t *testing.T) {
+	p := New(2)
+	w1, _ := p.Hold("a")
+	w2, _ := p.Hold("b")
+	if _, err := p.Hold("c"); !errors.Is(err, ErrTooMany) {
+		t.Fatalf("third Hold = %v, want ErrTooMany", err)
+	}
+	p.Release(w1)
+	p.Release(w1) // a second release must not free another slot
+	w3, err := p.Hold("c")
+	if err != nil {
+		t.Fatalf("Hold after Release = %v", err)
+	}
+	if _, err := p.Hold("d"); !errors.Is(err, ErrTooMany) {
+		t.Fatalf("Hold over the limit after a double release = %v, want ErrTooMany", err)
+	}
+	p.SetMaxHeld(0)
+	w4, err := p.Hold("d")
+	if err != nil {
+		t.Fatalf("Hold with no limit = %v", err)
+	}
+	for _, w := range []*Waiter{w2, w3, w4} {
+		p.Release(w)
+	}
+	if p.Held() != 0 {
+		t.Fatalf("Held = %d", p.Held())
+	}
+}
+
+func TestReleasedWaitersLeaveNoChannelState(t *testing.T) {
+	p := New(0)
+	var ws []*Waiter
+	for _, ch := range []string{"a", "b", "c", "a"} {
+		w, _ := p.Hold(ch)
+		ws = append(ws, w)
+	}
+	p.Wake("b")
+	for _, w := range ws {
+		p.Release(w)
+	}
+	for i := range p.shards {
+		if n := len(p.shards[i].channels); n != 0 {
+			t.Fatalf("shard %d keeps %d channels after every waiter left", i, n)
+		}
+	}
+}
+
+// Every poll held before a wake is answered by it, however the two race.
+func TestConcurrentHoldWakeRelease(t *testing.T) {
+	p := New(0)
+	const polls = 2000
+	var wg sync.WaitGroup
+	held := make(chan *Waiter, polls)
+	for i := range polls {
+		wg.Go(func() {
+			w, err := p.Hold([]string{"a", "b"}[i%2])
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			held <- w
+		})
+	}
+	wg.Wait()
+	close(held)
+	var woken int
+	wg.Go(func() { woken += p.Wake("a") })
+	wg.Go(func() {
+		for range 100 {
+			p.Waiting("b")
+		}
+	})
+	wg.Wait()
+	woken += p.Wake("b")
+	if woken != polls {
+		t.Fatalf("woke %d of %d", woken, polls)
+	}
+	for w := range held {
+		<-w.Done()
+		p.Release(w)
+	}
+	if p.Held() != 0 {
+		t.Fatalf("Held = %d", p.Held())
+	}
+}
+
+func BenchmarkHoldWake(b *testing.B) {
+	p := New(0)
+	b.ReportAllocs()
+	for b.Loop() {
+		w, _ := p.Hold("bench")
+		p.Wake("bench")
+		p.Release(w)
+	}
+}
+
+func BenchmarkWake1000(b *testing.B) {
+	p := New(0)
+	ws := make([]*Waiter, 1000)
+	b.ReportAllocs()
+	for b.Loop() {
+		for i := range ws {
+			ws[i], _ = p.Hold("bench")
+		}
+		p.Wake("bench")
+		for _, w := range ws {
+			p.Release(w)
+		}
+	}
+}
