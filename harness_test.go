@@ -21,6 +21,8 @@ import (
 // adminPort is the admin endpoint of the in-process Caddy these tests run.
 const adminPort = 2999
 
+var emptyConfig = fmt.Sprintf("{\n\tadmin localhost:%d\n\tpersist_config off\n}\n", adminPort)
+
 // server is one loaded test config: a poll address and a publish address.
 type server struct {
 	t      *testing.T
@@ -45,6 +47,9 @@ func freePort(t testing.TB) int {
 func start(t *testing.T, global, pollSite, pubSite string) *server {
 	t.Helper()
 	s := &server{t: t, tc: caddytest.NewTester(t)}
+	// An empty config first: the previous test's store is closed, so this
+	// test starts with an empty one.
+	s.tc.InitServer(emptyConfig, "caddyfile")
 	pp, bp := freePort(t), freePort(t)
 	s.poll = fmt.Sprintf("http://127.0.0.1:%d", pp)
 	s.pub = fmt.Sprintf("http://127.0.0.1:%d", bp)
@@ -203,7 +208,7 @@ func checkLeaks(t *testing.T, s *server) {
 			return
 		}
 		tc := caddytest.NewTester(t)
-		tc.InitServer(fmt.Sprintf("{\n\tadmin localhost:%d\n\tpersist_config off\n}\n", adminPort), "caddyfile")
+		tc.InitServer(emptyConfig, "caddyfile")
 		s.client.CloseIdleConnections()
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 		tc.Client.CloseIdleConnections()
