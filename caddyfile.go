@@ -14,9 +14,11 @@ import (
 func init() {
 	httpcaddyfile.RegisterGlobalOption("longpoll", parseGlobal)
 	httpcaddyfile.RegisterHandlerDirective("longpoll", parsePoll)
-	httpcaddyfile.RegisterDirectiveOrder("longpoll", httpcaddyfile.Before, "respond")
 	httpcaddyfile.RegisterHandlerDirective("longpoll_publish", parsePublish)
+	// Each lands just before respond, so longpoll_publish sorts before
+	// longpoll: a publish path still works beside a catch-all poll.
 	httpcaddyfile.RegisterDirectiveOrder("longpoll_publish", httpcaddyfile.Before, "respond")
+	httpcaddyfile.RegisterDirectiveOrder("longpoll", httpcaddyfile.Before, "respond")
 }
 
 // parseGlobal parses the global option:

@@ -64,7 +64,7 @@ func TestPublishRejectsBadInputWithJSONErrors(t *testing.T) {
 func TestPublishIdempotencyKeyStoresOnce(t *testing.T) {
 	s := start(t, "", pollRoute, pubRoute)
 	cursor := s.info("c")["cursor"].(string)
-		first := s.must("POST", s.pub+"/publish/c", "once", "Idempotency-Key", "order-42")
+	first := s.must("POST", s.pub+"/publish/c", "once", "Idempotency-Key", "order-42")
 	again := s.must("POST", s.pub+"/publish/c", "once", "Idempotency-Key", "order-42")
 	a, b := first.json(t), again.json(t)
 	if first.status != 200 || again.status != 200 || a["id"] != b["id"] || a["time"] != b["time"] {
