@@ -118,8 +118,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	a.poolKey = "longpoll:" + string(sm.CaddyModule().ID) + ":" + string(cfg)
-	val, loaded, err := pool.LoadOrNew(a.poolKey, func() (caddy.Destructor, error) {
+	key := "longpoll:" + string(sm.CaddyModule().ID) + ":" + string(cfg)
+	val, loaded, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		p := poller.New(0)
 		st, err := sm.NewStore(p, a.logger)
 		if err != nil {
@@ -131,6 +131,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("longpoll: opening store: %v", err)
 	}
+	a.poolKey = key // from here on Cleanup must let go of it
 	a.shared = val.(*shared)
 	if loaded {
 		a.logger.Debug("longpoll store kept across reload", zap.Int("held_polls", a.shared.poller.Held()))
