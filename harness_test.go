@@ -54,10 +54,16 @@ func start(t *testing.T, global, pollSite, pubSite string) *server {
 	s.poll = fmt.Sprintf("http://127.0.0.1:%d", pp)
 	s.pub = fmt.Sprintf("http://127.0.0.1:%d", bp)
 	s.load(global, pollSite, pubSite, pp, bp)
-	tr := &http.Transport{MaxIdleConnsPerHost: 10000, DisableCompression: true}
-	s.client = &http.Client{Transport: tr}
-	t.Cleanup(tr.CloseIdleConnections)
+	s.client = newClient(t)
 	return s
+}
+
+// newClient is an HTTP client for many concurrent polls; its idle
+// connections are closed when the test ends.
+func newClient(t testing.TB) *http.Client {
+	tr := &http.Transport{MaxIdleConnsPerHost: 10000, DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
 }
 
 func (s *server) config(global, pollSite, pubSite string, pp, bp int) string {

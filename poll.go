@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -50,8 +51,9 @@ type Poll struct {
 	// Default "since".
 	CursorParam string `json:"cursor_param,omitempty"`
 
-	shared *shared
-	logger *zap.Logger
+	shared  *shared
+	logger  *zap.Logger
+	exiting chan struct{} // closed when the process exits
 }
 
 // CaddyModule returns the Caddy module information.
@@ -82,6 +84,19 @@ func (h *Poll) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.shared = app.shared
+	// On process exit Caddy waits for in-flight requests before it cleans
+	// up modules, so held polls are answered when their server begins to
+	// shut down. On a reload they stay held: the next config shares them.
+	exiting := make(chan struct{})
+	h.exiting = exiting
+	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
+		var once sync.Once
+		srv.RegisterOnShutdown(func() {
+			if caddy.Exiting() {
+				once.Do(func() { close(exiting) })
+			}
+		})
+	}
 	return nil
 }
 
@@ -168,6 +183,11 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 				w.WriteHeader(http.StatusNotModified)
 				return nil
 			}
+		case <-h.exiting:
+			p.Release(waiter)
+			setCursor(w, cursor)
+			w.WriteHeader(http.StatusNotModified)
+			return nil
 		case <-timer.C:
 			p.Release(waiter)
 			m.timeouts.Inc()
