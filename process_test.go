@@ -18,6 +18,14 @@ var (
 	caddyBinErr  error
 )
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if caddyBin != "" {
+		os.RemoveAll(filepath.Dir(caddyBin))
+	}
+	os.Exit(code)
+}
+
 // buildCaddy builds ./cmd/caddy (Caddy with this plugin) once per test run.
 func buildCaddy(t *testing.T) string {
 	t.Helper()
