@@ -80,6 +80,7 @@ type shared struct {
 	store   store.Store
 	poller  *poller.Poller
 	metrics *metrics
+	answers *answerCache
 	logger  *zap.Logger
 }
 
@@ -126,7 +127,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return nil, err
 		}
 		a.logger.Info("longpoll store opened", zap.String("store", string(sm.CaddyModule().ID)), zap.ByteString("config", cfg))
-		return &shared{store: st, poller: p, metrics: newMetrics(p, st), logger: a.logger}, nil
+		return &shared{store: st, poller: p, metrics: newMetrics(p, st), answers: newAnswerCache(), logger: a.logger}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("longpoll: opening store: %v", err)

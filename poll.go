@@ -155,7 +155,7 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 				p.Release(waiter)
 			}
 			m.answered.Inc()
-			return h.answer(w, res)
+			return h.answer(w, channel, cursor, res)
 		}
 		cursor = res.Cursor
 		switch {
@@ -243,8 +243,9 @@ func setCursor(w http.ResponseWriter, cursor string) {
 	hdr.Set("Cache-Control", "no-store")
 }
 
-// answer writes res: all messages in json format, the oldest in raw format.
-func (h *Poll) answer(w http.ResponseWriter, res store.Result) error {
+// answer writes res, the result of polling channel from cursor: all
+// messages in json format, the oldest in raw format.
+func (h *Poll) answer(w http.ResponseWriter, channel, cursor string, res store.Result) error {
 	hdr := w.Header()
 	if res.Gap {
 		hdr.Set("Longpoll-Gap", "true")
@@ -264,7 +265,7 @@ func (h *Poll) answer(w http.ResponseWriter, res store.Result) error {
 		return err
 	}
 	setCursor(w, res.Cursor)
-	body := encodeAnswer(res)
+	body := h.shared.answers.encode(channel, cursor, res)
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Content-Length", fmt.Sprint(len(body)))
 	w.WriteHeader(http.StatusOK)
