@@ -1,0 +1,261 @@
+// Command lpload drives a long-poll server over real sockets and reports
+// what users choose a long-poll server by: memory per held poll, fan-out
+// time, publish throughput with a correctness count, and latency.
+//
+//	lpload hold       -n 10000 -channels 10 -pid 1234
+//	lpload fanout     -n 10000 -rounds 5
+//	lpload throughput -s 100 -channels 10 -p 4 -t 10s
+//	lpload latency    -count 1000 -every 10ms
+//
+// Progress goes to stderr; each result is one JSON line on stdout. The
+// server is named by -profile (how to poll, resume and publish) and the
+// -poll and -pub URL templates, where {ch} is the channel.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	profile  string
+	pollURL  string
+	pubURL   string
+	pids     string
+	sources  string
+	n        int
+	channels int
+	rounds   int
+	pollers  int
+	pubs     int
+	duration time.Duration
+	count    int
+	every    time.Duration
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	scenario := os.Args[1]
+	fs := flag.NewFlagSet(scenario, flag.ExitOnError)
+	var o options
+	fs.StringVar(&o.profile, "profile", "longpoll", "server profile: longpoll (this plugin) or nchan")
+	fs.StringVar(&o.pollURL, "poll", "http://127.0.0.1:8080/poll/{ch}", "poll URL template; {ch} is the channel")
+	fs.StringVar(&o.pubURL, "pub", "http://127.0.0.1:8081/publish/{ch}", "publish URL template; {ch} is the channel")
+	fs.StringVar(&o.pids, "pid", "", "server process IDs, comma-separated, for RSS (hold)")
+	fs.StringVar(&o.sources, "sources", "127.0.0.1", "client source addresses, comma-separated, used in turn (more ports)")
+	fs.IntVar(&o.n, "n", 1000, "polls to hold (hold, fanout)")
+	fs.IntVar(&o.channels, "channels", 1, "channels (hold, throughput)")
+	fs.IntVar(&o.rounds, "rounds", 5, "rounds (fanout)")
+	fs.IntVar(&o.pollers, "s", 100, "pollers (throughput)")
+	fs.IntVar(&o.pubs, "p", 4, "publishers (throughput)")
+	fs.DurationVar(&o.duration, "t", 10*time.Second, "how long to publish (throughput)")
+	fs.IntVar(&o.count, "count", 1000, "messages (latency)")
+	fs.DurationVar(&o.every, "every", 10*time.Millisecond, "publish interval (latency)")
+	fs.Parse(os.Args[2:])
+
+	prof, ok := profiles[o.profile]
+	if !ok {
+		fail(fmt.Errorf("unknown profile %q", o.profile))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	l := newLoader(o, prof)
+	var res map[string]any
+	var err error
+	switch scenario {
+	case "hold":
+		res, err = l.hold(ctx)
+	case "fanout":
+		res, err = l.fanout(ctx)
+	case "throughput":
+		res, err = l.throughput(ctx)
+	case "latency":
+		res, err = l.latency(ctx)
+	default:
+		usage()
+	}
+	if res != nil {
+		res["scenario"], res["profile"] = scenario, o.profile
+		line, _ := json.Marshal(res)
+		fmt.Println(string(line))
+	}
+	if err != nil {
+		fail(err)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: lpload hold|fanout|throughput|latency [flags]; lpload SCENARIO -h for the flags")
+	os.Exit(2)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "lpload:", err)
+	os.Exit(1)
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "lpload: "+format+"\n", args...)
+}
+
+// loader holds the clients and the profile.
+type loader struct {
+	o       options
+	prof    profile
+	clients []*http.Client // one per source address
+	next    atomic.Uint64
+	pub     *http.Client
+}
+
+func newLoader(o options, prof profile) *loader {
+	l := &loader{o: o, prof: prof}
+	for _, src := range strings.Split(o.sources, ",") {
+		d := &net.Dialer{Timeout: 10 * time.Second}
+		if ip := net.ParseIP(strings.TrimSpace(src)); ip != nil && !ip.Equal(net.IPv4(127, 0, 0, 1)) {
+			d.LocalAddr = &net.TCPAddr{IP: ip}
+		}
+		l.clients = append(l.clients, &http.Client{Transport: &http.Transport{
+			DialContext: d.DialContext, MaxIdleConnsPerHost: 100000, DisableCompression: true,
+		}})
+	}
+	l.pub = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1000, DisableCompression: true}}
+	return l
+}
+
+func (l *loader) client() *http.Client {
+	return l.clients[l.next.Add(1)%uint64(len(l.clients))]
+}
+
+func (l *loader) url(tpl, ch string) string { return strings.ReplaceAll(tpl, "{ch}", ch) }
+
+// pollResult is one poll's answer.
+type pollResult struct {
+	msgs []string
+	next cursor
+	gap  bool
+}
+
+// poll does one poll and returns the messages and the cursor to send next.
+func (l *loader) poll(ctx context.Context, c *http.Client, ch string, cur cursor, wrote func()) (pollResult, error) {
+	req, err := l.prof.pollRequest(ctx, l.url(l.o.pollURL, ch), cur)
+	if err != nil {
+		return pollResult{next: cur}, err
+	}
+	if wrote != nil {
+		req = req.WithContext(withWrote(req.Context(), wrote))
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		return pollResult{next: cur}, err
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		return pollResult{next: cur}, err
+	}
+	msgs, next, gap, err := l.prof.parse(res, body, cur)
+	return pollResult{msgs, next, gap}, err
+}
+
+func (l *loader) publish(ctx context.Context, ch, data string) error {
+	req, err := http.NewRequestWithContext(ctx, "POST", l.url(l.o.pubURL, ch), strings.NewReader(data))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "text/plain")
+	res, err := l.pub.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode >= 300 {
+		return fmt.Errorf("publish to %s: %s", ch, res.Status)
+	}
+	return nil
+}
+
+// start returns the cursor a poll uses to get everything published from now.
+func (l *loader) start(ctx context.Context, ch string) (cursor, error) {
+	return l.prof.start(ctx, l, ch)
+}
+
+// rss sums the resident memory of the server processes, in bytes.
+func rss(pids string) (int64, error) {
+	var total int64
+	for _, p := range strings.Split(pids, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		raw, err := os.ReadFile("/proc/" + p + "/status")
+		if err != nil {
+			return 0, err
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				total += kb * 1024
+			}
+		}
+	}
+	return total, nil
+}
+
+func nofileLimit() uint64 {
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
+		return 0
+	}
+	return lim.Cur
+}
+
+// isFDLimit reports whether err is running out of open files.
+func isFDLimit(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || strings.Contains(fmt.Sprint(err), "too many open files")
+}
+
+func fdLimitError(n int) error {
+	return fmt.Errorf("ran out of open files after about %d connections: this process may open %d files (ulimit -n; the hard limit here is %s). "+
+		"Each held poll needs one file in this process and one in the server; see the README's Performance section for tuning",
+		n, nofileLimit(), hardLimit())
+}
+
+func hardLimit() string {
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
+		return "unknown"
+	}
+	return strconv.FormatUint(lim.Max, 10)
+}
+
+// percentiles of ds in milliseconds.
+func percentiles(ds []time.Duration) map[string]float64 {
+	if len(ds) == 0 {
+		return map[string]float64{}
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	at := func(q float64) float64 {
+		i := int(q * float64(len(ds)-1))
+		return float64(ds[i].Microseconds()) / 1000
+	}
+	return map[string]float64{"p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1)}
+}
+

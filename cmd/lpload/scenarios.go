@@ -1,0 +1,376 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// waitUntil checks cond every 50ms, printing progress every second, until
+// it holds, ctx ends or the deadline passes.
+func waitUntil(ctx context.Context, what string, deadline time.Duration, cond func() (bool, string)) error {
+	end := time.Now().Add(deadline)
+	last := time.Now()
+	for {
+		ok, status := cond()
+		if ok {
+			return nil
+		}
+		if time.Since(last) >= time.Second {
+			progress("%s: %s", what, status)
+			last = time.Now()
+		}
+		if time.Now().After(end) {
+			return fmt.Errorf("%s: gave up after %v (%s)", what, deadline, status)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (l *loader) checkFiles(n int) error {
+	if lim := nofileLimit(); lim > 0 && uint64(n)+64 > lim {
+		return fmt.Errorf("%d polls need about %d open files in this process, but it may open %d (ulimit -n; hard limit %s): "+
+			"use fewer polls, raise the limit, or run several lpload processes", n, n+64, lim, hardLimit())
+	}
+	return nil
+}
+
+// hold opens n polls over the channels, waits until they are held and
+// reports the servers' RSS growth per held poll.
+func (l *loader) hold(ctx context.Context) (map[string]any, error) {
+	n := l.o.n
+	if err := l.checkFiles(n); err != nil {
+		return nil, err
+	}
+	curs := make([]cursor, l.o.channels)
+	for c := range curs {
+		var err error
+		if curs[c], err = l.start(ctx, fmt.Sprint("hold-", c)); err != nil {
+			return nil, err
+		}
+	}
+	before, rssErr := rss(l.o.pids)
+	pollCtx, cancel := context.WithCancel(ctx)
+	var wrote, failed, fdFailed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	began := time.Now()
+	for i := range n {
+		wg.Go(func() {
+			c := i % l.o.channels
+			_, err := l.poll(pollCtx, l.client(), fmt.Sprint("hold-", c), curs[c], func() { wrote.Add(1) })
+			if err != nil && pollCtx.Err() == nil {
+				failed.Add(1)
+				if isFDLimit(err) {
+					fdFailed.Add(1)
+				}
+				firstErr.CompareAndSwap(nil, err)
+			}
+		})
+	}
+	err := waitUntil(ctx, "holding", 5*time.Minute, func() (bool, string) {
+		return wrote.Load()+failed.Load() >= int64(n), fmt.Sprintf("%d of %d polls sent, %d failed", wrote.Load(), n, failed.Load())
+	})
+	opened := time.Since(began)
+	// Let the server finish taking the last requests in.
+	time.Sleep(2 * time.Second)
+	after, _ := rss(l.o.pids)
+	held := wrote.Load() - failed.Load()
+	res := map[string]any{"polls": n, "channels": l.o.channels, "held": held, "errors": failed.Load(), "open_seconds": opened.Seconds()}
+	if rssErr == nil && l.o.pids != "" && held > 0 {
+		res["rss_before_bytes"], res["rss_after_bytes"] = before, after
+		res["rss_bytes_per_held_poll"] = (after - before) / held
+	}
+	cancel()
+	wg.Wait()
+	switch {
+	case err != nil:
+		return res, err
+	case fdFailed.Load() > 0:
+		return res, fdLimitError(int(wrote.Load()))
+	case failed.Load() > 0:
+		return res, fmt.Errorf("%d polls failed, the first: %v", failed.Load(), firstErr.Load())
+	}
+	progress("held %d polls; RSS per held poll %v bytes", held, res["rss_bytes_per_held_poll"])
+	return res, nil
+}
+
+// fanout holds n polls on one channel, publishes one message and times
+// until each poll has its whole answer, for several rounds.
+func (l *loader) fanout(ctx context.Context) (map[string]any, error) {
+	n, ch := l.o.n, "fanout"
+	if err := l.checkFiles(n); err != nil {
+		return nil, err
+	}
+	cur, err := l.start(ctx, ch)
+	if err != nil {
+		return nil, err
+	}
+	var all []time.Duration
+	var rounds []map[string]float64
+	for r := range l.o.rounds {
+		var wrote atomic.Int64
+		var published atomic.Int64 // UnixNano of the publish
+		times := make([]time.Duration, n)
+		errs := make([]error, n)
+		nexts := make([]cursor, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				res, err := l.poll(ctx, l.client(), ch, cur, func() { wrote.Add(1) })
+				times[i] = time.Duration(time.Now().UnixNano() - published.Load())
+				nexts[i], errs[i] = res.next, err
+				if err == nil && len(res.msgs) != 1 {
+					errs[i] = fmt.Errorf("poll got %d messages, want 1", len(res.msgs))
+				}
+			})
+		}
+		if err := waitUntil(ctx, "fanout round "+strconv.Itoa(r), 5*time.Minute, func() (bool, string) {
+			return wrote.Load() >= int64(n), fmt.Sprintf("%d of %d polls sent", wrote.Load(), n)
+		}); err != nil {
+			return nil, err
+		}
+		time.Sleep(time.Second) // the last polls reach the server's wait list
+		published.Store(time.Now().UnixNano())
+		if err := l.publish(ctx, ch, fmt.Sprint("round ", r)); err != nil {
+			return nil, err
+		}
+		wg.Wait()
+		for _, e := range errs {
+			if e != nil {
+				if isFDLimit(e) {
+					return nil, fdLimitError(n)
+				}
+				return nil, e
+			}
+		}
+		cur = nexts[0]
+		p := percentiles(times)
+		progress("round %d: %d polls answered, p50 %.1f ms, p99 %.1f ms, max %.1f ms", r, n, p["p50_ms"], p["p99_ms"], p["max_ms"])
+		rounds = append(rounds, p)
+		all = append(all, times...)
+	}
+	res := map[string]any{"polls": n, "rounds": rounds}
+	for k, v := range percentiles(all) {
+		res[k] = v
+	}
+	return res, nil
+}
+
+// throughput: pollers follow cursors over the channels while publishers
+// publish as fast as they can; every delivery is checked for loss,
+// duplication and order per publisher.
+func (l *loader) throughput(ctx context.Context) (map[string]any, error) {
+	o := l.o
+	if err := l.checkFiles(o.pollers + o.pubs); err != nil {
+		return nil, err
+	}
+	curs := make([]cursor, o.channels)
+	for c := range curs {
+		var err error
+		if curs[c], err = l.start(ctx, fmt.Sprint("tp-", c)); err != nil {
+			return nil, err
+		}
+	}
+	// published[p][c]: how many messages publisher p published to channel c.
+	published := make([][]atomic.Int64, o.pubs)
+	for p := range published {
+		published[p] = make([]atomic.Int64, o.channels)
+	}
+	var deliveries, lost, dup, outOfOrder, gaps, pollErrs atomic.Int64
+	pubDone := make(chan struct{})
+	drainCtx, cancelDrain := context.WithCancel(ctx)
+	defer cancelDrain()
+	var pollers sync.WaitGroup
+	for s := range o.pollers {
+		pollers.Go(func() {
+			c := s % o.channels
+			ch := fmt.Sprint("tp-", c)
+			cur := curs[c]
+			next := make([]int64, o.pubs) // next index due from each publisher
+			complete := func() bool {
+				for p := range next {
+					if next[p] < published[p][c].Load() {
+						return false
+					}
+				}
+				return true
+			}
+			for {
+				select {
+				case <-pubDone:
+					if complete() {
+						return
+					}
+				default:
+				}
+				res, err := l.poll(drainCtx, l.client(), ch, cur, nil)
+				if err != nil {
+					if drainCtx.Err() != nil {
+						break
+					}
+					pollErrs.Add(1)
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				cur = res.next
+				if res.gap {
+					gaps.Add(1)
+				}
+				for _, m := range res.msgs {
+					ps, is, _ := strings.Cut(m, ":")
+					p, _ := strconv.Atoi(ps)
+					i, _ := strconv.ParseInt(is, 10, 64)
+					deliveries.Add(1)
+					switch {
+					case p < 0 || p >= o.pubs:
+						outOfOrder.Add(1)
+					case i == next[p]:
+						next[p]++
+					case i < next[p]:
+						dup.Add(1)
+					case res.gap:
+						next[p] = i + 1 // messages lost to a signalled gap are counted as gaps
+					default:
+						outOfOrder.Add(1)
+						next[p] = i + 1
+					}
+				}
+			}
+			// Stopped by the drain deadline: what never came is lost.
+			for p := range next {
+				if d := published[p][c].Load() - next[p]; d > 0 {
+					lost.Add(d)
+				}
+			}
+		})
+	}
+	time.Sleep(500 * time.Millisecond) // pollers held
+	began := time.Now()
+	pubCtx, stopPub := context.WithTimeout(ctx, o.duration)
+	defer stopPub()
+	var pubs sync.WaitGroup
+	var pubErrs atomic.Int64
+	for p := range o.pubs {
+		pubs.Go(func() {
+			for k := 0; pubCtx.Err() == nil; k++ {
+				c := (k + p) % o.channels
+				i := published[p][c].Load()
+				if err := l.publish(pubCtx, fmt.Sprint("tp-", c), fmt.Sprintf("%d:%d", p, i)); err != nil {
+					if pubCtx.Err() == nil {
+						pubErrs.Add(1)
+					}
+					continue
+				}
+				published[p][c].Add(1)
+			}
+		})
+	}
+	pubs.Wait()
+	elapsed := time.Since(began)
+	close(pubDone)
+	var total int64
+	for p := range published {
+		for c := range published[p] {
+			total += published[p][c].Load()
+		}
+	}
+	progress("published %d messages in %v; draining", total, elapsed.Round(time.Millisecond))
+	// Pollers stop once they have everything; a deadline turns the rest into losses.
+	drained := make(chan struct{})
+	go func() { pollers.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(60 * time.Second):
+		cancelDrain()
+		<-drained
+	}
+	res := map[string]any{
+		"pollers": o.pollers, "channels": o.channels, "publishers": o.pubs, "seconds": elapsed.Seconds(),
+		"published": total, "publishes_per_second": float64(total) / elapsed.Seconds(),
+		"deliveries": deliveries.Load(), "deliveries_per_second": float64(deliveries.Load()) / elapsed.Seconds(),
+		"lost": lost.Load(), "duplicated": dup.Load(), "out_of_order": outOfOrder.Load(), "gaps": gaps.Load(),
+		"poll_errors": pollErrs.Load(), "publish_errors": pubErrs.Load(),
+	}
+	if lost.Load()+dup.Load()+outOfOrder.Load() > 0 {
+		return res, fmt.Errorf("incorrect delivery: %d lost, %d duplicated, %d out of order", lost.Load(), dup.Load(), outOfOrder.Load())
+	}
+	return res, nil
+}
+
+// latency: one poller; a publish every interval; publish→deliver times.
+func (l *loader) latency(ctx context.Context) (map[string]any, error) {
+	ch := "latency"
+	cur, err := l.start(ctx, ch)
+	if err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex
+	var times []time.Duration
+	got := make(chan struct{})
+	pollCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var pollErr error
+	go func() {
+		defer close(got)
+		c := l.client()
+		for n := 0; n < l.o.count; {
+			res, err := l.poll(pollCtx, c, ch, cur, nil)
+			if err != nil {
+				if pollCtx.Err() == nil {
+					pollErr = err
+				}
+				return
+			}
+			now := time.Now().UnixNano()
+			cur = res.next
+			for _, m := range res.msgs {
+				sent, _ := strconv.ParseInt(m, 10, 64)
+				mu.Lock()
+				times = append(times, time.Duration(now-sent))
+				mu.Unlock()
+				n++
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // the poll is held
+	tick := time.NewTicker(l.o.every)
+	defer tick.Stop()
+	for range l.o.count {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+		if err := l.publish(ctx, ch, strconv.FormatInt(time.Now().UnixNano(), 10)); err != nil {
+			return nil, err
+		}
+	}
+	select {
+	case <-got:
+	case <-time.After(30 * time.Second):
+		cancel()
+		<-got
+	}
+	if pollErr != nil {
+		return nil, pollErr
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	res := map[string]any{"messages": l.o.count, "delivered": len(times), "every_ms": float64(l.o.every.Microseconds()) / 1000}
+	for k, v := range percentiles(times) {
+		res[k] = v
+	}
+	if len(times) != l.o.count {
+		return res, fmt.Errorf("delivered %d of %d messages", len(times), l.o.count)
+	}
+	return res, nil
+}
