@@ -258,4 +258,3 @@ func percentiles(ds []time.Duration) map[string]float64 {
 	}
 	return map[string]float64{"p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1)}
 }
-
