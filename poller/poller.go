@@ -168,6 +168,10 @@ func (p *Poller) answer(channel string, r Reason) int {
 	return len(set)
 }
 
+// WakeAll answers every held poll with Published, so that each reads the
+// store again, and returns how many.
+func (p *Poller) WakeAll() int { return p.answerAll(Published) }
+
 // Waiting is the number of polls held on channel.
 func (p *Poller) Waiting(channel string) int {
 	s := p.shard(channel)
@@ -180,6 +184,11 @@ func (p *Poller) Waiting(channel string) int {
 // idempotent.
 func (p *Poller) Close() {
 	p.closed.Store(true)
+	p.answerAll(Closed)
+}
+
+func (p *Poller) answerAll(r Reason) int {
+	n := 0
 	for i := range p.shards {
 		s := &p.shards[i]
 		s.mu.Lock()
@@ -188,9 +197,11 @@ func (p *Poller) Close() {
 		s.mu.Unlock()
 		for _, set := range channels {
 			for w := range set {
-				w.reason = Closed
+				w.reason = r
 				close(w.done)
 			}
+			n += len(set)
 		}
 	}
+	return n
 }

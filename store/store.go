@@ -90,6 +90,10 @@ type Notifier interface {
 	Wake(channel string) int
 	// Gone answers the polls held on channel: the channel was deleted.
 	Gone(channel string) int
+	// WakeAll answers every held poll as if something was published, so
+	// that each reads the store again: after an outage, when notifications
+	// may have been missed.
+	WakeAll() int
 }
 
 // ErrUnavailable means the store could not be reached and nothing was
