@@ -126,7 +126,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		a.logger.Info("longpoll store opened", zap.String("store", string(sm.CaddyModule().ID)), zap.ByteString("config", cfg))
+		// Not the config: it may hold a password.
+		a.logger.Info("longpoll store opened", zap.String("store", string(sm.CaddyModule().ID)))
 		return &shared{store: st, poller: p, metrics: newMetrics(p, st), answers: newAnswerCache(), logger: a.logger}, nil
 	})
 	if err != nil {

@@ -57,6 +57,7 @@ type Redis struct {
 	mu    sync.Mutex
 	ps    *redis.PubSub     // the current subscription; Close closes it
 	live  bool              // the subscription is up: tails are current
+	gen   uint64            // counts subscription changes (see Since)
 	tails map[string]string // channel → newest cursor seen in a notification
 }
 
@@ -261,13 +262,12 @@ func splitCursor(c string) (epoch, id string) {
 
 // Since implements Store.
 func (r *Redis) Since(ctx context.Context, channel, cursor string) (Result, error) {
-	if cursor != "" {
-		r.mu.Lock()
-		current := r.live && r.tails[channel] == cursor
-		r.mu.Unlock()
-		if current {
-			return Result{Cursor: cursor}, nil // nothing new: no round trip
-		}
+	r.mu.Lock()
+	current := cursor != "" && r.live && r.tails[channel] == cursor
+	gen := r.gen
+	r.mu.Unlock()
+	if current {
+		return Result{Cursor: cursor}, nil // nothing new: no round trip
 	}
 	ep, id := splitCursor(cursor)
 	if cursor != "" && ep == "" {
@@ -302,6 +302,14 @@ func (r *Redis) Since(ctx context.Context, channel, cursor string) (Result, erro
 	default:
 		out.Cursor = cursor
 	}
+	// Remember the tail, so the next poll with it costs no round trip; but
+	// not if the subscription changed meanwhile (Redis may have been
+	// restarted empty: the tail would be of a lost epoch).
+	r.mu.Lock()
+	if r.gen == gen {
+		r.setTailLocked(channel, epoch+"-"+tail)
+	}
+	r.mu.Unlock()
 	return out, nil
 }
 
@@ -332,6 +340,13 @@ func (r *Redis) Channels() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.tails)
+}
+
+// Live reports whether the notification subscription is up.
+func (r *Redis) Live() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.live
 }
 
 // Close stops the notification loop and closes the connections.
@@ -377,6 +392,7 @@ func (r *Redis) listen(ctx context.Context) {
 			case *redis.Subscription:
 				r.mu.Lock()
 				r.live = true
+				r.gen++
 				r.mu.Unlock()
 				backoff = 50 * time.Millisecond
 				if down {
@@ -394,6 +410,7 @@ func (r *Redis) listen(ctx context.Context) {
 		r.mu.Lock()
 		r.ps = nil
 		r.live = false
+		r.gen++
 		clear(r.tails)
 		r.mu.Unlock()
 		if ctx.Err() != nil {
@@ -434,11 +451,16 @@ func (r *Redis) handle(payload string) {
 func (r *Redis) setTail(channel, cursor string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.setTailLocked(channel, cursor)
+}
+
+func (r *Redis) setTailLocked(channel, cursor string) {
 	if !r.live {
 		return
 	}
 	if len(r.tails) >= maxTails {
 		clear(r.tails)
+		r.gen++ // a Since in flight must not put back a tail older than one just cleared
 	}
 	if prev, ok := r.tails[channel]; !ok || newer(cursor, prev) {
 		r.tails[channel] = cursor
