@@ -3,12 +3,12 @@ package store
 import (
 	"context"
 	"errors"
-	"strings"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
