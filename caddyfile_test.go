@@ -276,7 +276,8 @@ func TestCaddyfileRejectsBadOptionsWithLineNumbers(t *testing.T) {
 // Every option also works in JSON, and bad JSON values are refused at load
 // with a message that names them.
 func TestJSONConfigWorksAndIsValidated(t *testing.T) {
-	pp, bp := freePort(t), freePort(t)
+	ports := freePorts(t, 2)
+	pp, bp := ports[0], ports[1]
 	tc := caddytest.NewTester(t)
 	tc.InitServer(emptyConfig, "caddyfile")
 	tc.InitServer(fmt.Sprintf(`{

@@ -32,13 +32,19 @@ type server struct {
 	client *http.Client
 }
 
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// freePorts returns n distinct free ports (freePort twice in a row may
+// return the same one).
+func freePorts(t testing.TB, n int) []int {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 // start loads a config into the in-process Caddy. global goes into the
@@ -50,7 +56,8 @@ func start(t *testing.T, global, pollSite, pubSite string) *server {
 	// An empty config first: the previous test's store is closed, so this
 	// test starts with an empty one.
 	s.tc.InitServer(emptyConfig, "caddyfile")
-	pp, bp := freePort(t), freePort(t)
+	ports := freePorts(t, 2)
+	pp, bp := ports[0], ports[1]
 	s.poll = fmt.Sprintf("http://127.0.0.1:%d", pp)
 	s.pub = fmt.Sprintf("http://127.0.0.1:%d", bp)
 	s.load(global, pollSite, pubSite, pp, bp)

@@ -51,7 +51,8 @@ func buildCaddy(t *testing.T) string {
 // 304 at once, instead of holding the exit for their timeout.
 func TestProcessExitAnswersHeldPolls(t *testing.T) {
 	bin := buildCaddy(t)
-	pp, bp := freePort(t), freePort(t)
+	ports := freePorts(t, 2)
+	pp, bp := ports[0], ports[1]
 	file := filepath.Join(t.TempDir(), "Caddyfile")
 	os.WriteFile(file, []byte(fmt.Sprintf(`{
 	admin off

@@ -4,86 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-longpoll/longpoll/internal/redistest"
 )
-
-// redisServer is a redis-server this test started on a free loopback port.
-type redisServer struct {
-	t    testing.TB
-	port int
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// startRedis starts a redis-server; without the binary the test is skipped,
-// except in CI, where it fails.
-func startRedis(t testing.TB) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("redis-server not found (apt-get install -y redis-server)")
-		}
-		t.Skip("redis-server not found; install it with: apt-get install -y redis-server")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	s := &redisServer{t: t, port: port, dir: t.TempDir()}
-	s.start(bin)
-	t.Cleanup(s.kill)
-	return s
-}
-
-func (s *redisServer) start(bin string) {
-	s.t.Helper()
-	s.cmd = exec.Command(bin, "--port", fmt.Sprint(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"))
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	s.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(s.cmd, s.done)
-	c := redis.NewClient(&redis.Options{Addr: s.addr()})
-	defer c.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			s.t.Fatal("redis-server did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func (s *redisServer) addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
-
-// kill stops the server at once; its data is lost.
-func (s *redisServer) kill() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		s.cmd.Process.Kill()
-		<-s.done
-	}
-}
-
-// restart starts an empty server on the same port.
-func (s *redisServer) restart() {
-	s.kill()
-	bin, _ := exec.LookPath("redis-server")
-	s.start(bin)
-}
 
 // countingNotifier records what a store tells it.
 type countingNotifier struct {
@@ -130,17 +59,17 @@ func (n *countingNotifier) WakeAll() int {
 	return 0
 }
 
-func openRedis(t *testing.T, srv *redisServer, prefix string, buffer int, ttl time.Duration, now func() time.Time, n Notifier) *Redis {
+func openRedis(t *testing.T, srv *redistest.Server, prefix string, buffer int, ttl time.Duration, now func() time.Time, n Notifier) *Redis {
 	if n == nil {
 		n = newCountingNotifier()
 	}
-	r := NewRedis(RedisConfig{Options: &redis.Options{Addr: srv.addr(), MaxRetries: -1}, Prefix: prefix, Buffer: buffer, TTL: ttl, Now: now}, n)
+	r := NewRedis(RedisConfig{Options: &redis.Options{Addr: srv.Addr(), MaxRetries: -1}, Prefix: prefix, Buffer: buffer, TTL: ttl, Now: now}, n)
 	t.Cleanup(func() { r.Close() })
 	return r
 }
 
 func TestRedisContract(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	i := 0
 	RunContract(t, Harness{Open: func(t *testing.T, buffer int, ttl time.Duration) (Store, func(time.Duration)) {
 		i++
@@ -190,11 +119,9 @@ func waitLive(t *testing.T, s *Redis) {
 }
 
 // scriptCalls is how many scripts Redis has run: one per store round trip.
-func scriptCalls(t *testing.T, srv *redisServer) int {
+func scriptCalls(t *testing.T, srv *redistest.Server) int {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: srv.addr()})
-	defer c.Close()
-	s, err := c.Info(context.Background(), "commandstats").Result()
+	s, err := srv.Client().Info(context.Background(), "commandstats").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +139,7 @@ func scriptCalls(t *testing.T, srv *redisServer) int {
 }
 
 func TestRedisTwoInstancesShareChannels(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	na, nb := newCountingNotifier(), newCountingNotifier()
 	a := openRedis(t, srv, "lp:", 10, time.Hour, nil, na)
 	b := openRedis(t, srv, "lp:", 10, time.Hour, nil, nb)
@@ -261,7 +188,7 @@ func TestRedisTwoInstancesShareChannels(t *testing.T) {
 }
 
 func TestRedisOutage(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	n := newCountingNotifier()
 	s := openRedis(t, srv, "lp:", 10, time.Hour, nil, n)
 	waitLive(t, s)
@@ -270,7 +197,7 @@ func TestRedisOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv.kill()
+	srv.Kill()
 	if _, _, err := s.Append(ctx, "c", Message{Data: []byte("lost?")}, "k1"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Append with Redis down = %v, want ErrUnavailable", err)
 	}
@@ -280,7 +207,7 @@ func TestRedisOutage(t *testing.T) {
 
 	// Redis comes back empty: the store reconnects and wakes every held
 	// poll, and a cursor from before is a gap, not a hang.
-	srv.restart()
+	srv.Restart()
 	n.await(t, "all")
 	r, err := s.Since(ctx, "c", m.ID)
 	if err != nil || !r.Gap || len(r.Messages) != 0 {
