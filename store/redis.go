@@ -263,11 +263,12 @@ func splitCursor(c string) (epoch, id string) {
 // Since implements Store.
 func (r *Redis) Since(ctx context.Context, channel, cursor string) (Result, error) {
 	r.mu.Lock()
-	current := cursor != "" && r.live && r.tails[channel] == cursor
+	tail, known := r.tails[channel]
+	known = known && r.live
 	gen := r.gen
 	r.mu.Unlock()
-	if current {
-		return Result{Cursor: cursor}, nil // nothing new: no round trip
+	if known && (cursor == "" || cursor == tail) {
+		return Result{Cursor: tail}, nil // nothing new: no round trip
 	}
 	ep, id := splitCursor(cursor)
 	if cursor != "" && ep == "" {
@@ -278,7 +279,8 @@ func (r *Redis) Since(ctx context.Context, channel, cursor string) (Result, erro
 	if err != nil {
 		return Result{}, unavailable(err)
 	}
-	epoch, tail := res[0].(string), res[1].(string)
+	epoch := res[0].(string)
+	tail = res[1].(string)
 	out := Result{Gap: res[2].(int64) == 1}
 	for _, e := range res[4].([]any) {
 		entry := e.([]any)
@@ -305,22 +307,23 @@ func (r *Redis) Since(ctx context.Context, channel, cursor string) (Result, erro
 	// Remember the tail, so the next poll with it costs no round trip; but
 	// not if the subscription changed meanwhile (Redis may have been
 	// restarted empty: the tail would be of a lost epoch).
-	r.mu.Lock()
-	if r.gen == gen {
-		r.setTailLocked(channel, epoch+"-"+tail)
-	}
-	r.mu.Unlock()
+	r.rememberTail(gen, channel, epoch+"-"+tail)
 	return out, nil
 }
 
 // Info implements Store.
 func (r *Redis) Info(ctx context.Context, channel string) (Info, error) {
+	r.mu.Lock()
+	gen := r.gen
+	r.mu.Unlock()
 	res, err := readScript.Run(ctx, r.rdb, r.keys(channel),
 		"", "", r.cfg.Buffer, r.cfg.TTL.Milliseconds(), r.nowMS(), newEpoch()).Slice()
 	if err != nil {
 		return Info{}, unavailable(err)
 	}
-	return Info{Channel: channel, Cursor: res[0].(string) + "-" + res[1].(string), Messages: int(res[3].(int64))}, nil
+	cursor := res[0].(string) + "-" + res[1].(string)
+	r.rememberTail(gen, channel, cursor)
+	return Info{Channel: channel, Cursor: cursor, Messages: int(res[3].(int64))}, nil
 }
 
 // Delete implements Store.
@@ -442,6 +445,16 @@ func (r *Redis) handle(payload string) {
 		delete(r.tails, rest)
 		r.mu.Unlock()
 		r.notify.Gone(rest)
+	}
+}
+
+// rememberTail records the tail a read found, unless the subscription
+// changed since the read began (gen).
+func (r *Redis) rememberTail(gen uint64, channel, cursor string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gen == gen {
+		r.setTailLocked(channel, cursor)
 	}
 }
 

@@ -185,7 +185,7 @@ func (l *loader) throughput(ctx context.Context) (map[string]any, error) {
 	for p := range published {
 		published[p] = make([]atomic.Int64, o.channels)
 	}
-	var deliveries, lost, dup, outOfOrder, gaps, pollErrs atomic.Int64
+	var deliveries, polls, lost, dup, outOfOrder, gaps, pollErrs atomic.Int64
 	pubDone := make(chan struct{})
 	drainCtx, cancelDrain := context.WithCancel(ctx)
 	defer cancelDrain()
@@ -221,6 +221,7 @@ func (l *loader) throughput(ctx context.Context) (map[string]any, error) {
 					time.Sleep(10 * time.Millisecond)
 					continue
 				}
+				polls.Add(1)
 				cur = res.next
 				if res.gap {
 					gaps.Add(1)
@@ -296,7 +297,7 @@ func (l *loader) throughput(ctx context.Context) (map[string]any, error) {
 	res := map[string]any{
 		"pollers": o.pollers, "channels": o.channels, "publishers": o.pubs, "seconds": elapsed.Seconds(),
 		"published": total, "publishes_per_second": float64(total) / elapsed.Seconds(),
-		"deliveries": deliveries.Load(), "deliveries_per_second": float64(deliveries.Load()) / elapsed.Seconds(),
+		"polls_answered": polls.Load(), "deliveries": deliveries.Load(), "deliveries_per_second": float64(deliveries.Load()) / elapsed.Seconds(),
 		"lost": lost.Load(), "duplicated": dup.Load(), "out_of_order": outOfOrder.Load(), "gaps": gaps.Load(),
 		"poll_errors": pollErrs.Load(), "publish_errors": pubErrs.Load(),
 	}
