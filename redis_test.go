@@ -385,3 +385,22 @@ func TestRedisTwoCaddyProcesses(t *testing.T) {
 	}
 	t.Logf("%d publishes refused while Redis was down, then retried", failedPublishes.Load())
 }
+
+// The multi-instance example's Caddyfiles load as written.
+func TestMultiInstanceExampleAdapts(t *testing.T) {
+	t.Setenv("POLL_PORT", "9001")
+	t.Setenv("PUBLISH_PORT", "9101")
+	for _, f := range []string{"instance.Caddyfile", "lb.Caddyfile"} {
+		src, err := os.ReadFile(filepath.Join("examples", "multi-instance", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, warn, err := caddyconfig.GetAdapter("caddyfile").Adapt(src, map[string]any{"filename": f})
+		if err != nil || len(warn) > 0 {
+			t.Fatalf("%s: %v %v", f, err, warn)
+		}
+		if f == "instance.Caddyfile" && !strings.Contains(string(out), `"type":"redis"`) {
+			t.Fatalf("%s adapts without the redis store: %s", f, out)
+		}
+	}
+}
