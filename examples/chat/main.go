@@ -1,0 +1,110 @@
+// Command chat is caddy-longpoll's demo: a chat whose page long-polls Caddy
+// for new lines, while the app behind Caddy only ever sees ordinary requests.
+//
+//	go run ./examples/chat                 # then open http://localhost:8080/
+//	go run ./examples/chat -addr :9000     # flags: -addr, -app, -publish
+//
+// It runs two things in one process, stopped together by Ctrl-C: Caddy with
+// the plugin, configured from examples/chat/Caddyfile, and the app (app.go).
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/caddy-longpoll/longpoll"
+)
+
+//go:embed Caddyfile
+var caddyfile []byte
+
+// options are the demo's addresses.
+type options struct {
+	Addr    string // where browsers connect (Caddy)
+	App     string // the app (behind Caddy)
+	Publish string // Caddy's publish endpoint (for the app only)
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.Addr, "addr", "localhost:8080", "`host:port` browsers connect to (Caddy)")
+	flag.StringVar(&o.App, "app", "127.0.0.1:8090", "`host:port` of the chat app, behind Caddy")
+	flag.StringVar(&o.Publish, "publish", "127.0.0.1:8091", "`host:port` of Caddy's publish endpoint, for the app")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, o, func(url string) {
+		fmt.Printf("chat: open %s in two browser windows (Ctrl-C stops)\n", url)
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chat:", err)
+		os.Exit(1)
+	}
+	fmt.Println("chat: stopped")
+}
+
+// run starts the app and Caddy, calls ready with the URL to open, and stops
+// both when ctx is done.
+func run(ctx context.Context, o options, ready func(url string)) error {
+	// The app first: Caddy proxies to it.
+	ln, err := net.Listen("tcp", o.App)
+	if err != nil {
+		return fmt.Errorf("app: %v (another -app address?)", err)
+	}
+	a := newApp("http://" + o.Publish)
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	defer func() {
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shut)
+		if served != nil {
+			<-served
+		}
+	}()
+
+	// Caddy, from the Caddyfile with the addresses filled in.
+	for k, v := range map[string]string{"CHAT_ADDR": o.Addr, "CHAT_APP": o.App, "CHAT_PUBLISH": o.Publish} {
+		os.Setenv(k, v)
+	}
+	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(caddyfile, map[string]any{"filename": "examples/chat/Caddyfile"})
+	if err != nil {
+		return fmt.Errorf("caddyfile: %v", err)
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(os.Stderr, "chat: caddyfile:", w)
+	}
+	if err := caddy.Load(cfg, true); err != nil {
+		return fmt.Errorf("caddy: %v (another -addr or -publish address?)", err)
+	}
+	// Stopping Caddy answers the held polls (304), so browsers re-poll
+	// into whatever runs next.
+	defer caddy.Stop()
+
+	ready("http://" + o.Addr + "/")
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-served:
+		served = nil // the app has stopped: nothing to wait for
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("app: %v", err)
+	}
+}
