@@ -79,7 +79,14 @@ func run(ctx context.Context, o options, ready func(url string)) error {
 	}()
 
 	// Caddy, from the Caddyfile with the addresses filled in.
-	for k, v := range map[string]string{"CHAT_ADDR": o.Addr, "CHAT_APP": o.App, "CHAT_PUBLISH": o.Publish} {
+	host, port, err := net.SplitHostPort(o.Addr)
+	if err != nil {
+		return fmt.Errorf("-addr %q: %v", o.Addr, err)
+	}
+	if host == "" {
+		host = "0.0.0.0" // ":8080": every interface
+	}
+	for k, v := range map[string]string{"CHAT_HOST": host, "CHAT_PORT": port, "CHAT_APP": o.App, "CHAT_PUBLISH": o.Publish} {
 		os.Setenv(k, v)
 	}
 	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(caddyfile, map[string]any{"filename": "examples/chat/Caddyfile"})
@@ -96,7 +103,10 @@ func run(ctx context.Context, o options, ready func(url string)) error {
 	// into whatever runs next.
 	defer caddy.Stop()
 
-	ready("http://" + o.Addr + "/")
+	if host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	ready("http://" + net.JoinHostPort(host, port) + "/")
 	select {
 	case <-ctx.Done():
 		return nil
