@@ -6,6 +6,7 @@
 //	lpload fanout     -n 10000 -rounds 5
 //	lpload throughput -s 100 -channels 10 -p 4 -t 10s
 //	lpload latency    -count 1000 -every 10ms
+//	lpload grip-origin -listen 127.0.0.1:9190   # the GRIP origin behind Pushpin
 //
 // Progress goes to stderr; each result is one JSON line on stdout. The
 // server is named by -profile (how to poll, resume and publish) and the
@@ -53,9 +54,15 @@ func main() {
 		usage()
 	}
 	scenario := os.Args[1]
+	if scenario == "grip-origin" {
+		if err := runOrigin(os.Args[2:]); err != nil {
+			fail(err)
+		}
+		return
+	}
 	fs := flag.NewFlagSet(scenario, flag.ExitOnError)
 	var o options
-	fs.StringVar(&o.profile, "profile", "longpoll", "server profile: longpoll (this plugin) or nchan")
+	fs.StringVar(&o.profile, "profile", "longpoll", "server profile: longpoll (this plugin), nchan, or pushpin (through lpload grip-origin)")
 	fs.StringVar(&o.pollURL, "poll", "http://127.0.0.1:8080/poll/{ch}", "poll URL template; {ch} is the channel")
 	fs.StringVar(&o.pubURL, "pub", "http://127.0.0.1:8081/publish/{ch}", "publish URL template; {ch} is the channel")
 	fs.StringVar(&o.pids, "pid", "", "server process IDs, comma-separated, for RSS (hold)")
@@ -102,7 +109,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: lpload hold|fanout|throughput|latency [flags]; lpload SCENARIO -h for the flags")
+	fmt.Fprintln(os.Stderr, "usage: lpload hold|fanout|throughput|latency|grip-origin [flags]; lpload SCENARIO -h for the flags")
 	os.Exit(2)
 }
 

@@ -4,14 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptrace"
+	"regexp"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // cursor is where a poller is in its channel, in the profile's own terms.
 type cursor struct {
-	etag string
+	etag         string
+	lastModified string // Nchan's resume pair: Last-Modified and Etag
 }
 
 // profile is how to speak to one kind of long-poll server.
@@ -27,6 +32,10 @@ type profile interface {
 
 var profiles = map[string]profile{
 	"longpoll": longpollProfile{},
+	"nchan":    nchanProfile{},
+	// Pushpin holds the polls; its origin, lpload grip-origin, speaks
+	// this plugin's contract.
+	"pushpin": longpollProfile{},
 }
 
 // longpollProfile speaks this plugin's HTTP contract.
@@ -92,6 +101,56 @@ func (longpollProfile) parse(res *http.Response, body []byte, cur cursor) ([]str
 		msgs[i] = s
 	}
 	return msgs, next, ans.Gap, nil
+}
+
+// nchanProfile speaks Nchan's long-poll subscriber: one message per answer,
+// resumed with If-Modified-Since and If-None-Match from the last answer's
+// Last-Modified and Etag (bench/nchan/nginx.conf). Nchan signals no gaps.
+type nchanProfile struct{}
+
+var nchanLastID = regexp.MustCompile(`last message id: (\d+):\[?(\d+)`)
+
+func (nchanProfile) start(ctx context.Context, l *loader, ch string) (cursor, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", l.url(l.o.pubURL, ch), nil)
+	if err != nil {
+		return cursor{}, err
+	}
+	res, err := l.pub.Do(req)
+	if err != nil {
+		return cursor{}, err
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode == http.StatusNotFound {
+		return cursor{}, nil // no channel yet: the first poll waits for the next message
+	}
+	m := nchanLastID.FindSubmatch(body)
+	if res.StatusCode != 200 || m == nil {
+		return cursor{}, fmt.Errorf("channel info of %s: %s %q", ch, res.Status, body)
+	}
+	secs, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	return cursor{lastModified: time.Unix(secs, 0).UTC().Format(http.TimeFormat), etag: string(m[2])}, nil
+}
+
+func (nchanProfile) pollRequest(ctx context.Context, url string, cur cursor) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err == nil && cur.lastModified != "" {
+		req.Header.Set("If-Modified-Since", cur.lastModified)
+		req.Header.Set("If-None-Match", cur.etag)
+	}
+	return req, err
+}
+
+func (nchanProfile) parse(res *http.Response, body []byte, cur cursor) ([]string, cursor, bool, error) {
+	switch res.StatusCode {
+	case http.StatusOK:
+		next := cursor{lastModified: res.Header.Get("Last-Modified"), etag: res.Header.Get("Etag")}
+		return []string{string(body)}, next, false, nil
+	case http.StatusNotModified, http.StatusRequestTimeout:
+		return nil, cur, false, nil
+	default:
+		return nil, cur, false, fmt.Errorf("poll: %s %s", res.Status, strings.TrimSpace(string(body)))
+	}
 }
 
 // withWrote calls f once the request has been written to the connection.

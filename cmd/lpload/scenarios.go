@@ -60,7 +60,7 @@ func (l *loader) hold(ctx context.Context) (map[string]any, error) {
 	before, rssErr := rss(l.o.pids)
 	pollCtx, cancel := context.WithCancel(ctx)
 	var wrote, failed, fdFailed atomic.Int64
-	var firstErr atomic.Value
+	var firstErr atomic.Pointer[error] // errors of different types: not an atomic.Value
 	var wg sync.WaitGroup
 	began := time.Now()
 	for i := range n {
@@ -72,7 +72,7 @@ func (l *loader) hold(ctx context.Context) (map[string]any, error) {
 				if isFDLimit(err) {
 					fdFailed.Add(1)
 				}
-				firstErr.CompareAndSwap(nil, err)
+				firstErr.CompareAndSwap(nil, &err)
 			}
 		})
 	}
@@ -97,7 +97,7 @@ func (l *loader) hold(ctx context.Context) (map[string]any, error) {
 	case fdFailed.Load() > 0:
 		return res, fdLimitError(int(wrote.Load()))
 	case failed.Load() > 0:
-		return res, fmt.Errorf("%d polls failed, the first: %v", failed.Load(), firstErr.Load())
+		return res, fmt.Errorf("%d polls failed, the first: %v", failed.Load(), *firstErr.Load())
 	}
 	progress("held %d polls; RSS per held poll %v bytes", held, res["rss_bytes_per_held_poll"])
 	return res, nil

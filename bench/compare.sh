@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Side-by-side: this plugin, Nchan and Pushpin, same machine, same run, same
+# load tool (cmd/lpload). Servers are pinned to CPU 0, the load to CPU 1.
+#
+#   bash bench/compare.sh                 # from the repository root; as root for apt-get
+#   N=5000 T=5s bash bench/compare.sh     # smaller run
+#   SERVERS="longpoll nchan" bash bench/compare.sh
+#
+# Installs nginx + libnginx-mod-nchan and pushpin (+ zurl) from Debian when
+# missing. Configs: bench/Caddyfile, bench/nchan/nginx.conf,
+# bench/pushpin/pushpin.conf (+ routes; the GRIP origin is lpload grip-origin,
+# pinned with the servers). Results: one JSON line per scenario in
+# bench/results/compare-<date>.jsonl, and a table at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-10000}            # held polls (hold: on 1 channel; fanout: on 1 channel)
+ROUNDS=${ROUNDS:-5}      # fanout rounds
+T=${T:-10s}              # throughput duration
+COUNT=${COUNT:-1000}     # latency messages
+SERVERS=${SERVERS:-"longpoll nchan pushpin"}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+[ -e /usr/lib/nginx/modules/ngx_nchan_module.so ] || need+=(libnginx-mod-nchan)
+command -v pushpin >/dev/null || need+=(pushpin)
+command -v zurl >/dev/null || need+=(zurl)
+if [ ${#need[@]} -gt 0 ]; then
+	echo "== installing ${need[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+ulimit -n "$(ulimit -Hn)"
+
+echo "== building ./caddy and ./lpload"
+go run ./cmd/build-caddy >/dev/null 2>&1
+go build -o lpload ./cmd/lpload
+mkdir -p bench/results
+out=bench/results/compare-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+tmp=$(mktemp -d)
+pids=()
+stop_all() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	pkill -f "pushpin --config $tmp" 2>/dev/null || true
+	sleep 1
+	pids=()
+}
+trap 'stop_all; rm -rf "$tmp"' EXIT
+srv() { exec taskset -c "$SERVER_CPU" "$@"; } # exec: $! is the server itself
+load() { taskset -c "$LOAD_CPU" ./lpload "$@"; }
+wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not come up"; exit 1; }
+
+for s in $SERVERS; do
+	echo "== $s"
+	case $s in
+	longpoll)
+		srv ./caddy run --config bench/Caddyfile --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
+		pids+=($!)
+		wait_http http://127.0.0.1:8081/publish/ready
+		P=(-profile longpoll -poll 'http://127.0.0.1:8080/poll/{ch}' -pub 'http://127.0.0.1:8081/publish/{ch}')
+		rss=$(pgrep -d, -f "caddy run --config bench/Caddyfile")
+		;;
+	nchan)
+		mkdir -p "$tmp/nginx/tmp"
+		srv nginx -p "$tmp/nginx" -c "$PWD/bench/nchan/nginx.conf" >"$tmp/nginx.log" 2>&1 &
+		pids+=($!)
+		wait_http http://127.0.0.1:8181/pub/ready
+		P=(-profile nchan -poll 'http://127.0.0.1:8180/sub/{ch}' -pub 'http://127.0.0.1:8181/pub/{ch}')
+		rss=$(pgrep -d, -f "nginx: (master|worker)")
+		;;
+	pushpin)
+		mkdir -p "$tmp/pushpin"
+		sed "s#RUNDIR#$tmp/pushpin#g" bench/pushpin/pushpin.conf >"$tmp/pushpin/pushpin.conf"
+		cp bench/pushpin/routes "$tmp/pushpin/"
+		srv ./lpload grip-origin -listen 127.0.0.1:9190 >"$tmp/origin.log" 2>&1 &
+		pids+=($!)
+		(cd "$tmp/pushpin" && exec taskset -c "$SERVER_CPU" pushpin --config "$tmp/pushpin/pushpin.conf") >"$tmp/pushpin.log" 2>&1 &
+		pids+=($!)
+		wait_http http://127.0.0.1:9190/pub/ready
+		wait_http http://127.0.0.1:7999/
+		P=(-profile pushpin -poll 'http://127.0.0.1:7999/sub/{ch}' -pub 'http://127.0.0.1:9190/pub/{ch}')
+		rss=$(pgrep -d, -f "condure|pushpin-proxy|pushpin-handler|zurl --config=$tmp")
+		;;
+	*) echo "unknown server $s"; exit 1 ;;
+	esac
+	# Each scenario on fresh channels; a failed scenario is recorded, not fatal.
+	load hold "${P[@]}" -n "$N" -channels 1 -pid "$rss" >>"$out" || echo "{\"profile\":\"$s\",\"scenario\":\"hold\",\"failed\":true}" >>"$out"
+	stop_all
+	case $s in # restart: the held polls of hold are gone with the load process, start clean
+	longpoll) srv ./caddy run --config bench/Caddyfile --adapter caddyfile >"$tmp/caddy.log" 2>&1 & pids+=($!); wait_http http://127.0.0.1:8081/publish/ready ;;
+	nchan) srv nginx -p "$tmp/nginx" -c "$PWD/bench/nchan/nginx.conf" >"$tmp/nginx.log" 2>&1 & pids+=($!); wait_http http://127.0.0.1:8181/pub/ready ;;
+	pushpin)
+		srv ./lpload grip-origin -listen 127.0.0.1:9190 >"$tmp/origin.log" 2>&1 & pids+=($!)
+		(cd "$tmp/pushpin" && exec taskset -c "$SERVER_CPU" pushpin --config "$tmp/pushpin/pushpin.conf") >"$tmp/pushpin.log" 2>&1 & pids+=($!)
+		wait_http http://127.0.0.1:9190/pub/ready; wait_http http://127.0.0.1:7999/ ;;
+	esac
+	load fanout "${P[@]}" -n "$N" -rounds "$ROUNDS" >>"$out" || echo "{\"profile\":\"$s\",\"scenario\":\"fanout\",\"failed\":true}" >>"$out"
+	load throughput "${P[@]}" -s 100 -channels 10 -p 4 -t "$T" >>"$out" || echo "{\"profile\":\"$s\",\"scenario\":\"throughput\",\"failed\":true}" >>"$out"
+	load latency "${P[@]}" -count "$COUNT" >>"$out" || echo "{\"profile\":\"$s\",\"scenario\":\"latency\",\"failed\":true}" >>"$out"
+	stop_all
+done
+
+echo "== results: $out ($(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); servers on CPU $SERVER_CPU, load on CPU $LOAD_CPU)"
+python3 - "$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+by = {}
+for r in rows:
+    by.setdefault(r["profile"], {})[r["scenario"]] = r
+def f(v, unit=""):
+    return "—" if v is None else (f"{v:,.0f}{unit}" if isinstance(v, (int, float)) and v >= 100 else f"{v}{unit}")
+print("| server | KB RSS per held poll (hold errors) | fanout p50 / p99 / max ms | publishes/s (lost/dup/ooo) | deliveries/s | latency p50 / p99 / max ms |")
+print("|---|---|---|---|---|---|")
+for p, s in by.items():
+    h, fo, t, la = (s.get(k, {}) for k in ("hold", "fanout", "throughput", "latency"))
+    hold = "failed" if h.get("failed") else f'{h.get("rss_bytes_per_held_poll", 0)/1000:.1f} ({h.get("errors")})'
+    fan = "failed" if fo.get("failed") else f'{fo.get("p50_ms")} / {fo.get("p99_ms")} / {fo.get("max_ms")}'
+    thr = "failed" if t.get("failed") else f'{t.get("publishes_per_second", 0):,.0f} ({t.get("lost")}/{t.get("duplicated")}/{t.get("out_of_order")})'
+    dps = "—" if t.get("failed") else f'{t.get("deliveries_per_second", 0):,.0f}'
+    lat = "failed" if la.get("failed") else f'{la.get("p50_ms")} / {la.get("p99_ms")} / {la.get("max_ms")}'
+    print(f"| {p} | {hold} | {fan} | {thr} | {dps} | {lat} |")
+PY
