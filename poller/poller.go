@@ -47,9 +47,20 @@ var (
 // Waiter is one held poll. Its owner must call Poller.Release exactly once.
 type Waiter struct {
 	channel  string
-	done     chan struct{}
-	reason   Reason // written once, before done is closed
-	released bool   // guarded by the shard lock
+	done     chan struct{} // nil for a waiter made by HoldFunc
+	notify   func(Reason)  // HoldFunc's callback
+	reason   Reason        // written once, before done is closed
+	released bool          // guarded by the shard lock
+}
+
+// fire answers w: closes done, or calls the HoldFunc callback.
+func (w *Waiter) fire(r Reason) {
+	w.reason = r
+	if w.notify != nil {
+		w.notify(r)
+		return
+	}
+	close(w.done)
 }
 
 // Done is closed when the waiter is answered; Reason then says why.
@@ -101,12 +112,24 @@ func (p *Poller) shard(channel string) *shard {
 // Hold registers a poll on channel. The caller must call Release when done
 // with the waiter, whether or not it was answered.
 func (p *Poller) Hold(channel string) (*Waiter, error) {
+	return p.hold(&Waiter{channel: channel, done: make(chan struct{})})
+}
+
+// HoldFunc is Hold for a poll that no goroutine waits on: when the poll is
+// answered, notify is called once with the reason, from the goroutine that
+// answers it (a publisher's): it must not block. Done is nil for such a
+// waiter. The caller must still call Release.
+func (p *Poller) HoldFunc(channel string, notify func(Reason)) (*Waiter, error) {
+	return p.hold(&Waiter{channel: channel, notify: notify})
+}
+
+func (p *Poller) hold(w *Waiter) (*Waiter, error) {
+	channel := w.channel
 	limit := p.maxHeld.Load()
 	if n := p.held.Add(1); limit > 0 && n > limit {
 		p.held.Add(-1)
 		return nil, ErrTooMany
 	}
-	w := &Waiter{channel: channel, done: make(chan struct{})}
 	s := p.shard(channel)
 	s.mu.Lock()
 	// Checked under the shard lock: Close marks closed before it sweeps
@@ -162,8 +185,7 @@ func (p *Poller) answer(channel string, r Reason) int {
 	s.mu.Unlock()
 	// The set is ours now: no one else can reach these waiters' done.
 	for w := range set {
-		w.reason = r
-		close(w.done)
+		w.fire(r)
 	}
 	return len(set)
 }
@@ -197,8 +219,7 @@ func (p *Poller) answerAll(r Reason) int {
 		s.mu.Unlock()
 		for _, set := range channels {
 			for w := range set {
-				w.reason = r
-				close(w.done)
+				w.fire(r)
 			}
 			n += len(set)
 		}

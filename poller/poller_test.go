@@ -181,3 +181,33 @@ func BenchmarkWake1000(b *testing.B) {
 		}
 	}
 }
+
+// A HoldFunc waiter is answered by a call, once, with the reason; it counts
+// against MaxHeld like any other and Release frees its slot.
+func TestHoldFuncCallsBackOnce(t *testing.T) {
+	p := New(2)
+	var got []Reason
+	a, err := p.HoldFunc("c", func(r Reason) { got = append(got, r) })
+	if err != nil || a.Done() != nil {
+		t.Fatalf("HoldFunc = %v, %v; want a waiter without a done channel", a, err)
+	}
+	b, _ := p.HoldFunc("d", func(r Reason) { got = append(got, r) })
+	if _, err := p.HoldFunc("e", func(Reason) {}); err != ErrTooMany {
+		t.Fatalf("third HoldFunc over MaxHeld 2 = %v, want ErrTooMany", err)
+	}
+	if n := p.Wake("c"); n != 1 || len(got) != 1 || got[0] != Published || a.Reason() != Published {
+		t.Fatalf("Wake = %d, calls %v", n, got)
+	}
+	if n := p.Wake("c"); n != 0 || len(got) != 1 {
+		t.Fatalf("second Wake = %d, calls %v: called twice", n, got)
+	}
+	p.Release(a)
+	p.Close()
+	if len(got) != 2 || got[1] != Closed {
+		t.Fatalf("Close: calls %v", got)
+	}
+	p.Release(b)
+	if p.Held() != 0 {
+		t.Fatalf("Held = %d after releasing both", p.Held())
+	}
+}
