@@ -105,6 +105,7 @@ func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		timeout      <duration>   # default 30s
 //		format       json|raw     # default json
 //		cursor_param <name>       # default since
+//		park                      # HTTP/1.x: park waiting polls' connections (see Poll.Park)
 //	}
 func parsePoll(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	p := new(Poll)
@@ -135,6 +136,11 @@ func parsePoll(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 			if !h.AllArgs(&p.CursorParam) {
 				return nil, h.ArgErr()
 			}
+		case "park":
+			if h.NextArg() {
+				return nil, h.ArgErr()
+			}
+			p.Park = true
 		default:
 			return nil, h.Errf("unrecognized longpoll option %q", h.Val())
 		}

@@ -45,12 +45,21 @@ func (s *server) follow(ctx context.Context, path, cursor string, want int) ([]m
 // Every poller receives every message of its channel exactly once, in the
 // same order, while many publishers publish at once.
 func TestManyPollersAndPublishersExactlyOnceInOrder(t *testing.T) {
+	exactlyOnceInOrder(t, pollRoute)
+}
+
+// The same with parked polls (each answer closes its connection).
+func TestParkedPollsExactlyOnceInOrder(t *testing.T) {
+	exactlyOnceInOrder(t, parkSite)
+}
+
+func exactlyOnceInOrder(t *testing.T, pollSite string) {
 	const channels, pollersPerChannel, publishers, perPublisher = 4, 25, 4, 100
 	s := start(t, `longpoll {
 		store memory {
 			buffer 1000
 		}
-	}`, pollRoute, pubRoute)
+	}`, pollSite, pubRoute)
 	checkLeaks(t, s)
 	want := publishers * perPublisher // per channel
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

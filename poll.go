@@ -51,6 +51,15 @@ type Poll struct {
 	// Default "since".
 	CursorParam string `json:"cursor_param,omitempty"`
 
+	// Park takes a waiting HTTP/1.x poll over from Caddy's HTTP server
+	// and parks its connection, which costs far less memory than an
+	// ordinary held request (no request goroutine, buffers or context).
+	// Trade-offs: the answer closes the connection ("Connection: close"),
+	// so the client reconnects for its next poll; the access log records
+	// a parked poll when it is parked, without its status; HTTP/2 and
+	// HTTP/3 polls are held the ordinary way. Default off.
+	Park bool `json:"park,omitempty"`
+
 	shared  *shared
 	logger  *zap.Logger
 	exiting chan struct{} // closed when the process exits
@@ -131,6 +140,12 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 		return writeError(w, http.StatusBadRequest, "%v", err)
 	}
 
+	if h.Park && r.ProtoMajor == 1 {
+		if handled, err := h.servePark(w, r, channel, cursor); handled {
+			return err
+		}
+	}
+
 	ctx := r.Context()
 	timer := time.NewTimer(time.Duration(h.Timeout))
 	defer timer.Stop()
@@ -158,15 +173,8 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 			return h.answer(w, channel, cursor, res)
 		}
 		cursor = res.Cursor
-		switch {
-		case errors.Is(holdErr, poller.ErrTooMany):
-			m.pollsRejected.WithLabelValues("too_many").Inc()
-			w.Header().Set("Retry-After", "1")
-			return writeError(w, http.StatusServiceUnavailable, "too many held polls, retry later")
-		case holdErr != nil:
-			m.pollsRejected.WithLabelValues("shutting_down").Inc()
-			w.Header().Set("Retry-After", "1")
-			return writeError(w, http.StatusServiceUnavailable, "shutting down, retry later")
+		if holdErr != nil {
+			return holdRefused(w, m, holdErr)
 		}
 
 		select {
@@ -199,6 +207,17 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 			return nil
 		}
 	}
+}
+
+// holdRefused answers a poll the poller would not hold: 503, retry later.
+func holdRefused(w http.ResponseWriter, m *metrics, err error) error {
+	w.Header().Set("Retry-After", "1")
+	if errors.Is(err, poller.ErrTooMany) {
+		m.pollsRejected.WithLabelValues("too_many").Inc()
+		return writeError(w, http.StatusServiceUnavailable, "too many held polls, retry later")
+	}
+	m.pollsRejected.WithLabelValues("shutting_down").Inc()
+	return writeError(w, http.StatusServiceUnavailable, "shutting down, retry later")
 }
 
 // cursorOf finds the poll's cursor: the query parameter, else If-None-Match,

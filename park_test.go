@@ -1,0 +1,103 @@
+package longpoll_test
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"strings"
+	"testing"
+)
+
+const parkSite = "longpoll /poll/* {\n\t\tpark\n\t}"
+
+// A parked poll is answered like a held one, then its connection closes.
+func TestParkedPollIsAnsweredAndClosed(t *testing.T) {
+	s := start(t, "", parkSite, "longpoll_publish /publish/*")
+	checkLeaks(t, s)
+
+	cursor := s.info("c")["cursor"].(string)
+	got := s.pollAsync(context.Background(), s.poll+"/poll/c?since="+cursor)
+	s.waitHeld("c", 1)
+	pub := s.publish("c", "application/json", `{"n":1}`)
+	r := <-got
+	if r.status != 200 || r.header.Get("ETag") != `"`+pub["id"].(string)+`"` ||
+		!strings.Contains(r.body, `"data":{"n":1}`) || r.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("parked poll: %d %v %s", r.status, r.header, r.body)
+	}
+	// Messages waiting: answered at once, on the kept-alive connection.
+	r = s.must("GET", s.poll+"/poll/c?since="+cursor, "")
+	if r.status != 200 {
+		t.Fatalf("poll with messages waiting: %d %v", r.status, r.header)
+	}
+	// Deleted while parked: 410.
+	got = s.pollAsync(context.Background(), s.poll+"/poll/c?since="+pub["id"].(string))
+	s.waitHeld("c", 1)
+	s.must("DELETE", s.pub+"/publish/c", "")
+	if r := <-got; r.status != 410 || !strings.Contains(r.body, "deleted") {
+		t.Fatalf("parked poll on a deleted channel: %d %s", r.status, r.body)
+	}
+}
+
+func TestParkedPollTimesOutWith304(t *testing.T) {
+	s := start(t, "", "longpoll /poll/* {\n\t\tpark\n\t\ttimeout 100ms\n\t}", "longpoll_publish /publish/*")
+	checkLeaks(t, s)
+	cursor := s.info("t")["cursor"].(string)
+	r := s.must("GET", s.poll+"/poll/t?since="+cursor, "")
+	if r.status != 304 || r.header.Get("ETag") != `"`+cursor+`"` || r.body != "" {
+		t.Fatalf("parked poll timeout: %d %v %q", r.status, r.header, r.body)
+	}
+	if n := s.info("t")["subscribers"]; n != 0.0 {
+		t.Fatalf("subscribers after the timeout = %v", n)
+	}
+}
+
+// A client that goes away frees its parked poll; a store that closes
+// answers its parked polls 304.
+func TestParkedPollClientGoneAndStoreClosed(t *testing.T) {
+	s := start(t, "", parkSite, "longpoll_publish /publish/*")
+	checkLeaks(t, s)
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.poll, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write([]byte("GET /poll/gone HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
+	s.waitHeld("gone", 1)
+	conn.Close()
+	s.waitHeld("gone", 0)
+
+	conn, err = net.Dial("tcp", strings.TrimPrefix(s.poll, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write([]byte("GET /poll/kept HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
+	s.waitHeld("kept", 1)
+	// A new store (changed config) closes the old one: 304 at once.
+	s.reload("longpoll {\n\t\tstore memory {\n\t\t\tbuffer 7\n\t\t}\n\t}", parkSite, "longpoll_publish /publish/*")
+	head := readHead(t, conn)
+	if !strings.HasPrefix(head, "HTTP/1.1 304 ") || !strings.Contains(head, "\r\nConnection: close\r\n") || !strings.Contains(head, "\r\nEtag: ") {
+		t.Fatalf("parked poll when its store closed:\n%s", head)
+	}
+	// And the connection is closed after the answer.
+	if n, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("read %d bytes after a parked poll's answer; want the connection closed", n)
+	}
+}
+
+// readHead reads a response's status line and headers from a raw connection.
+func readHead(t *testing.T, conn net.Conn) string {
+	t.Helper()
+	br := bufio.NewReader(conn)
+	var head strings.Builder
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the answer: %v (so far %q)", err, head.String())
+		}
+		head.WriteString(line)
+		if line == "\r\n" {
+			return head.String()
+		}
+	}
+}
