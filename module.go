@@ -81,6 +81,7 @@ type shared struct {
 	poller  *poller.Poller
 	metrics *metrics
 	answers *answerCache
+	watcher *closeWatcher // of parked polls
 	logger  *zap.Logger
 }
 
@@ -91,6 +92,7 @@ type shared struct {
 func (s *shared) Destruct() error {
 	held := s.poller.Held()
 	s.poller.Close()
+	s.watcher.Close()
 	err := s.store.Close()
 	s.logger.Info("longpoll store closed", zap.Int("held_polls_answered", held), zap.Error(err))
 	return err
@@ -122,13 +124,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 	key := "longpoll:" + string(sm.CaddyModule().ID) + ":" + string(cfg)
 	val, loaded, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		p := poller.New(0)
+		w, err := newCloseWatcher()
+		if err != nil {
+			return nil, fmt.Errorf("watching parked connections: %v", err)
+		}
 		st, err := sm.NewStore(p, a.logger)
 		if err != nil {
+			w.Close()
 			return nil, err
 		}
 		// Not the config: it may hold a password.
 		a.logger.Info("longpoll store opened", zap.String("store", string(sm.CaddyModule().ID)))
-		return &shared{store: st, poller: p, metrics: newMetrics(p, st), answers: newAnswerCache(), logger: a.logger}, nil
+		return &shared{store: st, poller: p, metrics: newMetrics(p, st), answers: newAnswerCache(), watcher: w, logger: a.logger}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("longpoll: opening store: %v", err)

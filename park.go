@@ -83,7 +83,8 @@ type parkedPoll struct {
 	again   bool          // woken again while waking
 	done    bool
 
-	buf [1]byte // the watcher's read buffer
+	token uint64  // in the close watcher; 0: watched by a goroutine
+	buf   [1]byte // the watching goroutine's read buffer
 }
 
 // hold registers pk on its channel with the poller; pk.mu is held, or pk
@@ -113,15 +114,20 @@ func (pk *parkedPoll) park(conn net.Conn, timeout time.Duration) {
 	pk.conn = conn
 	pk.timer = time.AfterFunc(timeout, pk.timeout)
 	pending, r := pk.pending, pk.reason
+	if tok, ok := pk.h.shared.watcher.add(conn, pk); ok {
+		pk.token = tok
+	} else {
+		go pk.watch()
+	}
 	pk.mu.Unlock()
-	go pk.watch()
 	if pending {
 		go pk.wake(r)
 	}
 }
 
 // watch ends the poll when the client closes the connection (or sends
-// anything: a parked connection is closed after its answer anyway).
+// anything: a parked connection is closed after its answer anyway), where
+// the close watcher cannot.
 func (pk *parkedPoll) watch() {
 	pk.conn.Read(pk.buf[:])
 	pk.finish(nil)
@@ -246,6 +252,9 @@ func (pk *parkedPoll) finish(w *bufferedResponse) {
 		if _, err := pk.conn.Write(w.bytes(pk.head)); err != nil {
 			pk.h.logger.Debug("writing a parked poll's answer", zap.String("channel", pk.channel), zap.Error(err))
 		}
+	}
+	if pk.token != 0 {
+		pk.h.shared.watcher.remove(pk.token)
 	}
 	pk.conn.Close()
 }

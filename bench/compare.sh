@@ -17,7 +17,7 @@ N=${N:-10000}            # held polls (hold: on 1 channel; fanout: on 1 channel)
 ROUNDS=${ROUNDS:-5}      # fanout rounds
 T=${T:-10s}              # throughput duration
 COUNT=${COUNT:-1000}     # latency messages
-SERVERS=${SERVERS:-"longpoll nchan pushpin"}
+SERVERS=${SERVERS:-"longpoll longpoll-park nchan pushpin"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -48,17 +48,28 @@ stop_all() {
 trap 'stop_all; rm -rf "$tmp"' EXIT
 srv() { exec taskset -c "$SERVER_CPU" "$@"; } # exec: $! is the server itself
 load() { taskset -c "$LOAD_CPU" ./lpload "$@"; }
+# record SCENARIO FLAGS...: runs lpload, files its result under the server's name.
+record() {
+	local sc=$1
+	shift
+	if load "$sc" "$@" >"$tmp/result.json"; then
+		sed "s/\"profile\":\"[^\"]*\"/\"profile\":\"$s\"/" "$tmp/result.json" >>"$out"
+	else
+		echo "{\"profile\":\"$s\",\"scenario\":\"$sc\",\"failed\":true}" >>"$out"
+	fi
+}
 wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not come up"; exit 1; }
 
 for s in $SERVERS; do
 	echo "== $s"
 	case $s in
-	longpoll)
-		srv ./caddy run --config bench/Caddyfile --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
+	longpoll | longpoll-park)
+		cfg=bench/Caddyfile; [ "$s" = longpoll-park ] && cfg=bench/Caddyfile.park
+		srv ./caddy run --config "$cfg" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
 		pids+=($!)
 		wait_http http://127.0.0.1:8081/publish/ready
 		P=(-profile longpoll -poll 'http://127.0.0.1:8080/poll/{ch}' -pub 'http://127.0.0.1:8081/publish/{ch}')
-		rss=$(pgrep -d, -f "caddy run --config bench/Caddyfile")
+		rss=$(pgrep -d, -f "caddy run --config $cfg")
 		;;
 	nchan)
 		mkdir -p "$tmp/nginx/tmp"
@@ -84,19 +95,19 @@ for s in $SERVERS; do
 	*) echo "unknown server $s"; exit 1 ;;
 	esac
 	# Each scenario on fresh channels; a failed scenario is recorded, not fatal.
-	load hold "${P[@]}" -n "$N" -channels 1 -pid "$rss" >>"$out" || echo "{\"profile\":\"$s\",\"scenario\":\"hold\",\"failed\":true}" >>"$out"
+	record hold "${P[@]}" -n "$N" -channels 1 -pid "$rss"
 	stop_all
 	case $s in # restart: the held polls of hold are gone with the load process, start clean
-	longpoll) srv ./caddy run --config bench/Caddyfile --adapter caddyfile >"$tmp/caddy.log" 2>&1 & pids+=($!); wait_http http://127.0.0.1:8081/publish/ready ;;
+	longpoll | longpoll-park) srv ./caddy run --config "$cfg" --adapter caddyfile >"$tmp/caddy.log" 2>&1 & pids+=($!); wait_http http://127.0.0.1:8081/publish/ready ;;
 	nchan) srv nginx -p "$tmp/nginx" -c "$PWD/bench/nchan/nginx.conf" >"$tmp/nginx.log" 2>&1 & pids+=($!); wait_http http://127.0.0.1:8181/pub/ready ;;
 	pushpin)
 		srv ./lpload grip-origin -listen 127.0.0.1:9190 >"$tmp/origin.log" 2>&1 & pids+=($!)
 		(cd "$tmp/pushpin" && exec taskset -c "$SERVER_CPU" pushpin --config "$tmp/pushpin/pushpin.conf") >"$tmp/pushpin.log" 2>&1 & pids+=($!)
 		wait_http http://127.0.0.1:9190/pub/ready; wait_http http://127.0.0.1:7999/ ;;
 	esac
-	load fanout "${P[@]}" -n "$N" -rounds "$ROUNDS" >>"$out" || echo "{\"profile\":\"$s\",\"scenario\":\"fanout\",\"failed\":true}" >>"$out"
-	load throughput "${P[@]}" -s 100 -channels 10 -p 4 -t "$T" >>"$out" || echo "{\"profile\":\"$s\",\"scenario\":\"throughput\",\"failed\":true}" >>"$out"
-	load latency "${P[@]}" -count "$COUNT" >>"$out" || echo "{\"profile\":\"$s\",\"scenario\":\"latency\",\"failed\":true}" >>"$out"
+	record fanout "${P[@]}" -n "$N" -rounds "$ROUNDS"
+	record throughput "${P[@]}" -s 100 -channels 10 -p 4 -t "$T"
+	record latency "${P[@]}" -count "$COUNT"
 	stop_all
 done
 
