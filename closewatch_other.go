@@ -11,5 +11,5 @@ type closeWatcher struct{}
 func newCloseWatcher() (*closeWatcher, error) { return &closeWatcher{}, nil }
 
 func (*closeWatcher) add(net.Conn, *parkedPoll) (uint64, bool) { return 0, false }
-func (*closeWatcher) remove(uint64)                             {}
-func (*closeWatcher) Close()                                    {}
+func (*closeWatcher) remove(uint64)                            {}
+func (*closeWatcher) Close()                                   {}

@@ -82,6 +82,7 @@ type shared struct {
 	metrics *metrics
 	answers *answerCache
 	watcher *closeWatcher // of parked polls
+	release memoryReleaser
 	logger  *zap.Logger
 }
 
@@ -93,6 +94,7 @@ func (s *shared) Destruct() error {
 	held := s.poller.Held()
 	s.poller.Close()
 	s.watcher.Close()
+	s.release.Close()
 	err := s.store.Close()
 	s.logger.Info("longpoll store closed", zap.Int("held_polls_answered", held), zap.Error(err))
 	return err

@@ -120,6 +120,7 @@ func (pk *parkedPoll) park(conn net.Conn, timeout time.Duration) {
 		go pk.watch()
 	}
 	pk.mu.Unlock()
+	pk.h.shared.release.parked()
 	if pending {
 		go pk.wake(r)
 	}

@@ -47,6 +47,7 @@ type options struct {
 	duration time.Duration
 	count    int
 	every    time.Duration
+	keep     time.Duration
 }
 
 func main() {
@@ -75,6 +76,7 @@ func main() {
 	fs.DurationVar(&o.duration, "t", 10*time.Second, "how long to publish (throughput)")
 	fs.IntVar(&o.count, "count", 1000, "messages (latency)")
 	fs.DurationVar(&o.every, "every", 10*time.Millisecond, "publish interval (latency)")
+	fs.DurationVar(&o.keep, "keep", 0, "keep the polls held this long after measuring, to profile the server (hold)")
 	fs.Parse(os.Args[2:])
 
 	prof, ok := profiles[o.profile]

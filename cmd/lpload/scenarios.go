@@ -89,6 +89,10 @@ func (l *loader) hold(ctx context.Context) (map[string]any, error) {
 		res["rss_before_bytes"], res["rss_after_bytes"] = before, after
 		res["rss_bytes_per_held_poll"] = (after - before) / held
 	}
+	if l.o.keep > 0 { // time to profile the server with the polls held
+		progress("keeping %d polls held for %v", held, l.o.keep)
+		time.Sleep(l.o.keep)
+	}
 	cancel()
 	wg.Wait()
 	switch {
