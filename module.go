@@ -218,12 +218,15 @@ func (m *MemoryStore) Provision(caddy.Context) error {
 }
 
 // Validate checks the configuration.
-func (m *MemoryStore) Validate() error {
-	if m.Buffer < 1 {
-		return fmt.Errorf("longpoll: buffer must be at least 1, got %d", m.Buffer)
+func (m *MemoryStore) Validate() error { return validateBuffer(m.Buffer, m.TTL) }
+
+// validateBuffer checks the options every store has.
+func validateBuffer(buffer int, ttl caddy.Duration) error {
+	if buffer < 1 {
+		return fmt.Errorf("longpoll: buffer must be at least 1, got %d", buffer)
 	}
-	if m.TTL <= 0 {
-		return fmt.Errorf("longpoll: ttl must be more than 0, got %v", time.Duration(m.TTL))
+	if ttl <= 0 {
+		return fmt.Errorf("longpoll: ttl must be more than 0, got %v", time.Duration(ttl))
 	}
 	return nil
 }

@@ -185,11 +185,8 @@ func (m *RedisStore) Provision(ctx caddy.Context) error {
 
 // Validate checks the configuration.
 func (m *RedisStore) Validate() error {
-	if m.Buffer < 1 {
-		return fmt.Errorf("longpoll: buffer must be at least 1, got %d", m.Buffer)
-	}
-	if m.TTL <= 0 {
-		return fmt.Errorf("longpoll: ttl must be more than 0, got %v", time.Duration(m.TTL))
+	if err := validateBuffer(m.Buffer, m.TTL); err != nil {
+		return err
 	}
 	if time.Duration(m.TTL) < time.Millisecond {
 		return fmt.Errorf("longpoll: redis store: ttl must be at least 1ms, got %v", time.Duration(m.TTL))

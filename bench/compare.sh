@@ -60,11 +60,12 @@ record() {
 }
 wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not come up"; exit 1; }
 
-for s in $SERVERS; do
-	echo "== $s"
-	case $s in
+# start_server NAME: starts it pinned, waits until it answers, and sets P
+# (lpload's flags for it) and rss (its processes, for hold).
+start_server() {
+	case $1 in
 	longpoll | longpoll-park)
-		cfg=bench/Caddyfile; [ "$s" = longpoll-park ] && cfg=bench/Caddyfile.park
+		cfg=bench/Caddyfile; [ "$1" = longpoll-park ] && cfg=bench/Caddyfile.park
 		srv ./caddy run --config "$cfg" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
 		pids+=($!)
 		wait_http http://127.0.0.1:8081/publish/ready
@@ -92,19 +93,17 @@ for s in $SERVERS; do
 		P=(-profile pushpin -poll 'http://127.0.0.1:7999/sub/{ch}' -pub 'http://127.0.0.1:9190/pub/{ch}')
 		rss=$(pgrep -d, -f "condure|pushpin-proxy|pushpin-handler|zurl --config=$tmp")
 		;;
-	*) echo "unknown server $s"; exit 1 ;;
+	*) echo "unknown server $1"; exit 1 ;;
 	esac
-	# Each scenario on fresh channels; a failed scenario is recorded, not fatal.
+}
+
+for s in $SERVERS; do
+	echo "== $s"
+	# A failed scenario is recorded, not fatal.
+	start_server "$s"
 	record hold "${P[@]}" -n "$N" -channels 1 -pid "$rss"
 	stop_all
-	case $s in # restart: the held polls of hold are gone with the load process, start clean
-	longpoll | longpoll-park) srv ./caddy run --config "$cfg" --adapter caddyfile >"$tmp/caddy.log" 2>&1 & pids+=($!); wait_http http://127.0.0.1:8081/publish/ready ;;
-	nchan) srv nginx -p "$tmp/nginx" -c "$PWD/bench/nchan/nginx.conf" >"$tmp/nginx.log" 2>&1 & pids+=($!); wait_http http://127.0.0.1:8181/pub/ready ;;
-	pushpin)
-		srv ./lpload grip-origin -listen 127.0.0.1:9190 >"$tmp/origin.log" 2>&1 & pids+=($!)
-		(cd "$tmp/pushpin" && exec taskset -c "$SERVER_CPU" pushpin --config "$tmp/pushpin/pushpin.conf") >"$tmp/pushpin.log" 2>&1 & pids+=($!)
-		wait_http http://127.0.0.1:9190/pub/ready; wait_http http://127.0.0.1:7999/ ;;
-	esac
+	start_server "$s" # afresh: hold's polls left with its load process
 	record fanout "${P[@]}" -n "$N" -rounds "$ROUNDS"
 	record throughput "${P[@]}" -s 100 -channels 10 -p 4 -t "$T"
 	record latency "${P[@]}" -count "$COUNT"
