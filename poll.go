@@ -57,7 +57,9 @@ type Poll struct {
 	// Trade-offs: the answer closes the connection ("Connection: close"),
 	// so the client reconnects for its next poll; the access log records
 	// a parked poll when it is parked, without its status; HTTP/2 and
-	// HTTP/3 polls are held the ordinary way. Default off.
+	// HTTP/3 polls are held the ordinary way; after a burst of parks the
+	// process's idle memory is returned to the OS (a forced GC).
+	// Default off.
 	Park bool `json:"park,omitempty"`
 
 	shared  *shared
