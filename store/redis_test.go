@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,17 +13,13 @@ import (
 	"github.com/caddy-longpoll/longpoll/internal/redistest"
 )
 
-// countingNotifier records what a store tells it.
+// countingNotifier reports every call of the store on ch, in order.
 type countingNotifier struct {
-	mu    sync.Mutex
-	woken map[string]int
-	gone  map[string]int
-	all   int
-	ch    chan string // every call, if not nil
+	ch chan string
 }
 
 func newCountingNotifier() *countingNotifier {
-	return &countingNotifier{woken: map[string]int{}, gone: map[string]int{}, ch: make(chan string, 1000)}
+	return &countingNotifier{ch: make(chan string, 1000)}
 }
 
 // send reports a call without ever blocking the store's listener.
@@ -35,29 +30,9 @@ func (n *countingNotifier) send(s string) {
 	}
 }
 
-func (n *countingNotifier) Wake(c string) int {
-	n.mu.Lock()
-	n.woken[c]++
-	n.mu.Unlock()
-	n.send("wake " + c)
-	return 0
-}
-
-func (n *countingNotifier) Gone(c string) int {
-	n.mu.Lock()
-	n.gone[c]++
-	n.mu.Unlock()
-	n.send("gone " + c)
-	return 0
-}
-
-func (n *countingNotifier) WakeAll() int {
-	n.mu.Lock()
-	n.all++
-	n.mu.Unlock()
-	n.send("all")
-	return 0
-}
+func (n *countingNotifier) Wake(c string) int { n.send("wake " + c); return 0 }
+func (n *countingNotifier) Gone(c string) int { n.send("gone " + c); return 0 }
+func (n *countingNotifier) WakeAll() int      { n.send("all"); return 0 }
 
 func openRedis(t *testing.T, srv *redistest.Server, prefix string, buffer int, ttl time.Duration, now func() time.Time, n Notifier) *Redis {
 	if n == nil {

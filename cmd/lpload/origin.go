@@ -76,13 +76,15 @@ func (o *gripOrigin) channel(name string) *originChannel {
 	return c
 }
 
+type originMessage struct {
+	ID   string `json:"id"`
+	Data string `json:"data"`
+}
+
 type originAnswer struct {
-	Cursor   string `json:"cursor"`
-	Messages []struct {
-		ID   string `json:"id"`
-		Data string `json:"data"`
-	} `json:"messages"`
-	Gap bool `json:"gap,omitempty"`
+	Cursor   string          `json:"cursor"`
+	Messages []originMessage `json:"messages"`
+	Gap      bool            `json:"gap,omitempty"`
 }
 
 func answerFrom(c *originChannel, since int) originAnswer {
@@ -93,10 +95,7 @@ func answerFrom(c *originChannel, since int) originAnswer {
 		a.Gap, from = true, first
 	}
 	for id := from; id <= c.last; id++ {
-		a.Messages = append(a.Messages, struct {
-			ID   string `json:"id"`
-			Data string `json:"data"`
-		}{strconv.Itoa(id), c.msgs[id-first]})
+		a.Messages = append(a.Messages, originMessage{strconv.Itoa(id), c.msgs[id-first]})
 	}
 	return a
 }

@@ -41,21 +41,31 @@ var profiles = map[string]profile{
 // longpollProfile speaks this plugin's HTTP contract.
 type longpollProfile struct{}
 
-func (longpollProfile) start(ctx context.Context, l *loader, ch string) (cursor, error) {
+// channelInfo GETs the publish URL of ch: the status and the body.
+func channelInfo(ctx context.Context, l *loader, ch string) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", l.url(l.o.pubURL, ch), nil)
 	if err != nil {
-		return cursor{}, err
+		return 0, nil, err
 	}
 	res, err := l.pub.Do(req)
 	if err != nil {
-		return cursor{}, err
+		return 0, nil, err
 	}
 	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	return res.StatusCode, body, err
+}
+
+func (longpollProfile) start(ctx context.Context, l *loader, ch string) (cursor, error) {
+	status, body, err := channelInfo(ctx, l, ch)
+	if err != nil {
+		return cursor{}, err
+	}
 	var info struct {
 		Cursor string `json:"cursor"`
 	}
-	if err := json.NewDecoder(res.Body).Decode(&info); err != nil || res.StatusCode != 200 {
-		return cursor{}, fmt.Errorf("channel info of %s: %s %v", ch, res.Status, err)
+	if err := json.Unmarshal(body, &info); err != nil || status != 200 {
+		return cursor{}, fmt.Errorf("channel info of %s: %d %q", ch, status, body)
 	}
 	return cursor{etag: info.Cursor}, nil
 }
@@ -111,22 +121,16 @@ type nchanProfile struct{}
 var nchanLastID = regexp.MustCompile(`last message id: (\d+):\[?(\d+)`)
 
 func (nchanProfile) start(ctx context.Context, l *loader, ch string) (cursor, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", l.url(l.o.pubURL, ch), nil)
+	status, body, err := channelInfo(ctx, l, ch)
 	if err != nil {
 		return cursor{}, err
 	}
-	res, err := l.pub.Do(req)
-	if err != nil {
-		return cursor{}, err
-	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
-	if res.StatusCode == http.StatusNotFound {
+	if status == http.StatusNotFound {
 		return cursor{}, nil // no channel yet: the first poll waits for the next message
 	}
 	m := nchanLastID.FindSubmatch(body)
-	if res.StatusCode != 200 || m == nil {
-		return cursor{}, fmt.Errorf("channel info of %s: %s %q", ch, res.Status, body)
+	if status != 200 || m == nil {
+		return cursor{}, fmt.Errorf("channel info of %s: %d %q", ch, status, body)
 	}
 	secs, _ := strconv.ParseInt(string(m[1]), 10, 64)
 	return cursor{lastModified: time.Unix(secs, 0).UTC().Format(http.TimeFormat), etag: string(m[2])}, nil
