@@ -135,11 +135,15 @@ func (pk *parkedPoll) watch() {
 }
 
 func (pk *parkedPoll) timeout() {
-	pk.m.timeouts.Inc()
 	w := newBufferedResponse()
 	pk.mu.Lock()
+	if pk.done { // answered while the timer fired: not a timeout
+		pk.mu.Unlock()
+		return
+	}
 	setCursor(w, pk.cursor)
 	pk.mu.Unlock()
+	pk.m.timeouts.Inc()
 	w.WriteHeader(http.StatusNotModified)
 	pk.finish(w)
 }
