@@ -17,7 +17,7 @@ N=${N:-10000}            # held polls (hold: on 1 channel; fanout: on 1 channel)
 ROUNDS=${ROUNDS:-5}      # fanout rounds
 T=${T:-10s}              # throughput duration
 COUNT=${COUNT:-1000}     # latency messages
-SERVERS=${SERVERS:-"longpoll longpoll-park nchan pushpin"}
+SERVERS=${SERVERS:-"bare longpoll longpoll-park nchan pushpin"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -32,9 +32,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 ulimit -n "$(ulimit -Hn)"
 
-echo "== building ./caddy and ./lpload"
+echo "== building ./caddy, ./lpload and the bare-Caddy floor (bench/barecaddy)"
 go run ./cmd/build-caddy >/dev/null 2>&1
 go build -o lpload ./cmd/lpload
+go build -o barecaddy ./bench/barecaddy
 mkdir -p bench/results
 out=bench/results/compare-$(date -u +%Y%m%dT%H%M%SZ).jsonl
 tmp=$(mktemp -d)
@@ -64,6 +65,13 @@ wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sle
 # (lpload's flags for it) and rss (its processes, for hold).
 start_server() {
 	case $1 in
+	bare) # the floor: Caddy parking each request on a Go channel
+		srv ./barecaddy run --config bench/Caddyfile.bare --adapter caddyfile >"$tmp/bare.log" 2>&1 &
+		pids+=($!)
+		wait_http http://127.0.0.1:8281/pub/ready
+		P=(-profile bare -poll 'http://127.0.0.1:8280/sub/{ch}' -pub 'http://127.0.0.1:8281/pub/{ch}')
+		rss=$(pgrep -d, -f "barecaddy run --config")
+		;;
 	longpoll | longpoll-park)
 		cfg=bench/Caddyfile; [ "$1" = longpoll-park ] && cfg=bench/Caddyfile.park
 		srv ./caddy run --config "$cfg" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
@@ -105,8 +113,10 @@ for s in $SERVERS; do
 	stop_all
 	start_server "$s" # afresh: hold's polls left with its load process
 	record fanout "${P[@]}" -n "$N" -rounds "$ROUNDS"
-	record throughput "${P[@]}" -s 100 -channels 10 -p 4 -t "$T"
-	record latency "${P[@]}" -count "$COUNT"
+	if [ "$s" != bare ]; then # the floor keeps no messages: nothing to follow
+		record throughput "${P[@]}" -s 100 -channels 10 -p 4 -t "$T"
+		record latency "${P[@]}" -count "$COUNT"
+	fi
 	stop_all
 done
 
@@ -125,8 +135,8 @@ for p, s in by.items():
     h, fo, t, la = (s.get(k, {}) for k in ("hold", "fanout", "throughput", "latency"))
     hold = "failed" if h.get("failed") else f'{h.get("rss_bytes_per_held_poll", 0)/1000:.1f} ({h.get("errors")})'
     fan = "failed" if fo.get("failed") else f'{fo.get("p50_ms")} / {fo.get("p99_ms")} / {fo.get("max_ms")}'
-    thr = "failed" if t.get("failed") else f'{t.get("publishes_per_second", 0):,.0f} ({t.get("lost")}/{t.get("duplicated")}/{t.get("out_of_order")})'
-    dps = "—" if t.get("failed") else f'{t.get("deliveries_per_second", 0):,.0f}'
-    lat = "failed" if la.get("failed") else f'{la.get("p50_ms")} / {la.get("p99_ms")} / {la.get("max_ms")}'
+    thr = "—" if not t else "failed" if t.get("failed") else f'{t.get("publishes_per_second", 0):,.0f} ({t.get("lost")}/{t.get("duplicated")}/{t.get("out_of_order")})'
+    dps = "—" if not t or t.get("failed") else f'{t.get("deliveries_per_second", 0):,.0f}'
+    lat = "—" if not la else "failed" if la.get("failed") else f'{la.get("p50_ms")} / {la.get("p99_ms")} / {la.get("max_ms")}'
     print(f"| {p} | {hold} | {fan} | {thr} | {dps} | {lat} |")
 PY

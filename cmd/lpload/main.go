@@ -63,7 +63,7 @@ func main() {
 	}
 	fs := flag.NewFlagSet(scenario, flag.ExitOnError)
 	var o options
-	fs.StringVar(&o.profile, "profile", "longpoll", "server profile: longpoll (this plugin), nchan, or pushpin (through lpload grip-origin)")
+	fs.StringVar(&o.profile, "profile", "longpoll", "server profile: longpoll (this plugin), nchan, pushpin (through lpload grip-origin), or bare (bench/barecaddy, the floor: hold and fanout only)")
 	fs.StringVar(&o.pollURL, "poll", "http://127.0.0.1:8080/poll/{ch}", "poll URL template; {ch} is the channel")
 	fs.StringVar(&o.pubURL, "pub", "http://127.0.0.1:8081/publish/{ch}", "publish URL template; {ch} is the channel")
 	fs.StringVar(&o.pids, "pid", "", "server process IDs, comma-separated, for RSS (hold)")
@@ -159,6 +159,7 @@ type pollResult struct {
 	msgs []string
 	next cursor
 	gap  bool
+	got  time.Time // when the whole answer had arrived, before parsing it
 }
 
 // poll does one poll and returns the messages and the cursor to send next.
@@ -176,11 +177,12 @@ func (l *loader) poll(ctx context.Context, c *http.Client, ch string, cur cursor
 	}
 	defer res.Body.Close()
 	body, err := io.ReadAll(res.Body)
+	got := time.Now()
 	if err != nil {
 		return pollResult{next: cur}, err
 	}
 	msgs, next, gap, err := l.prof.parse(res, body, cur)
-	return pollResult{msgs, next, gap}, err
+	return pollResult{msgs, next, gap, got}, err
 }
 
 func (l *loader) publish(ctx context.Context, ch, data string) error {

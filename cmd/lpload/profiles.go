@@ -36,6 +36,8 @@ var profiles = map[string]profile{
 	// Pushpin holds the polls; its origin, lpload grip-origin, speaks
 	// this plugin's contract.
 	"pushpin": longpollProfile{},
+	// The floor: bench/barecaddy's bare_hold handler, no cursors.
+	"bare": bareProfile{},
 }
 
 // longpollProfile speaks this plugin's HTTP contract.
@@ -155,6 +157,24 @@ func (nchanProfile) parse(res *http.Response, body []byte, cur cursor) ([]string
 	default:
 		return nil, cur, false, fmt.Errorf("poll: %s %s", res.Status, strings.TrimSpace(string(body)))
 	}
+}
+
+// bareProfile speaks to bench/barecaddy: a poll is a plain GET answered with
+// the next publish's body; there are no cursors, so nothing is resumed and
+// only hold and fanout are meaningful.
+type bareProfile struct{}
+
+func (bareProfile) start(context.Context, *loader, string) (cursor, error) { return cursor{}, nil }
+
+func (bareProfile) pollRequest(ctx context.Context, url string, _ cursor) (*http.Request, error) {
+	return http.NewRequestWithContext(ctx, "GET", url, nil)
+}
+
+func (bareProfile) parse(res *http.Response, body []byte, cur cursor) ([]string, cursor, bool, error) {
+	if res.StatusCode != http.StatusOK {
+		return nil, cur, false, fmt.Errorf("poll: %s %s", res.Status, strings.TrimSpace(string(body)))
+	}
+	return []string{string(body)}, cur, false, nil
 }
 
 // withWrote calls f once the request has been written to the connection.

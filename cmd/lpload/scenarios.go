@@ -130,7 +130,7 @@ func (l *loader) fanout(ctx context.Context) (map[string]any, error) {
 		for i := range n {
 			wg.Go(func() {
 				res, err := l.poll(ctx, l.client(), ch, cur, func() { wrote.Add(1) })
-				times[i] = time.Duration(time.Now().UnixNano() - published.Load())
+				times[i] = time.Duration(res.got.UnixNano() - published.Load())
 				nexts[i], errs[i] = res.next, err
 				if err == nil && len(res.msgs) != 1 {
 					errs[i] = fmt.Errorf("poll got %d messages, want 1", len(res.msgs))
@@ -335,7 +335,7 @@ func (l *loader) latency(ctx context.Context) (map[string]any, error) {
 				}
 				return
 			}
-			now := time.Now().UnixNano()
+			now := res.got.UnixNano()
 			cur = res.next
 			for _, m := range res.msgs {
 				sent, _ := strconv.ParseInt(m, 10, 64)
