@@ -203,8 +203,10 @@ func (pk *parkedPoll) answerFor(r poller.Reason) *bufferedResponse {
 		w.WriteHeader(http.StatusNotModified)
 		return w
 	}
-	// Published: hold again before reading, so that nothing published
-	// during the read is missed.
+	// Published: the waiter has fired; read the store first, without
+	// holding again: after a publish it almost always has the message.
+	// Only when it has nothing new is the poll held again and the store
+	// read once more, so that nothing published meanwhile is missed.
 	pk.mu.Lock()
 	if pk.done {
 		pk.mu.Unlock()
@@ -214,29 +216,35 @@ func (pk *parkedPoll) answerFor(r poller.Reason) *bufferedResponse {
 		pk.h.shared.poller.Release(pk.waiter)
 		pk.waiter = nil
 	}
-	held := pk.hold() == nil
 	pk.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	res, err := pk.h.shared.store.Since(ctx, pk.channel, cursor)
-	cancel()
-	switch {
-	case err != nil:
-		storeError(w, pk.h.logger, pk.channel, err)
-		return w
-	case len(res.Messages) > 0 || res.Gap:
-		pk.m.answered.Inc()
-		pk.h.answer(w, pk.channel, cursor, res)
-		return w
+	for held := false; ; held = true {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		res, err := pk.h.shared.store.Since(ctx, pk.channel, cursor)
+		cancel()
+		switch {
+		case err != nil:
+			storeError(w, pk.h.logger, pk.channel, err)
+			return w
+		case len(res.Messages) > 0 || res.Gap:
+			pk.m.answered.Inc()
+			pk.h.answer(w, pk.channel, cursor, res)
+			return w
+		}
+		cursor = res.Cursor
+		pk.mu.Lock()
+		pk.cursor = cursor
+		if held || pk.done {
+			pk.mu.Unlock()
+			return nil // parked again
+		}
+		holdErr := pk.hold()
+		pk.mu.Unlock()
+		if holdErr != nil { // full or closing: answer now
+			setCursor(w, cursor)
+			w.WriteHeader(http.StatusNotModified)
+			return w
+		}
 	}
-	pk.mu.Lock()
-	pk.cursor = res.Cursor
-	pk.mu.Unlock()
-	if held {
-		return nil
-	}
-	setCursor(w, res.Cursor) // full or closing: answer now
-	w.WriteHeader(http.StatusNotModified)
-	return w
 }
 
 // finish writes w (if any) and closes the connection, once.

@@ -152,10 +152,18 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 	timer := time.NewTimer(time.Duration(h.Timeout))
 	defer timer.Stop()
 	p, st := h.shared.poller, h.shared.store
+	woken := false // by a publish: read the store before holding again
 	for {
 		// Hold before reading the store: a message appended after the
-		// read wakes this waiter, so nothing falls between the two.
-		waiter, holdErr := p.Hold(channel)
+		// read wakes this waiter, so nothing falls between the two. Right
+		// after a wake-up the store is read first, without holding: it
+		// almost always has the message, and then holding (and the
+		// poller's lock it takes) would be wasted on the poll.
+		var waiter *poller.Waiter
+		var holdErr error
+		if !woken {
+			waiter, holdErr = p.Hold(channel)
+		}
 		res, err := st.Since(ctx, channel, cursor)
 		if err != nil {
 			if waiter != nil {
@@ -175,6 +183,10 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 			return h.answer(w, channel, cursor, res)
 		}
 		cursor = res.Cursor
+		if woken { // nothing new after all (WakeAll): hold, read again
+			woken = false
+			continue
+		}
 		if holdErr != nil {
 			return holdRefused(w, m, holdErr)
 		}
@@ -184,6 +196,7 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 			p.Release(waiter)
 			switch waiter.Reason() {
 			case poller.Published:
+				woken = true
 				continue // read the store again
 			case poller.Deleted:
 				setCursor(w, cursor)
