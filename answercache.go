@@ -2,6 +2,7 @@ package longpoll
 
 import (
 	"hash/maphash"
+	"strconv"
 	"sync"
 
 	"github.com/caddy-longpoll/longpoll/store"
@@ -34,7 +35,20 @@ type answerSlot struct {
 	to      string // the result's cursor
 	n       int    // the result's number of messages
 	gap     bool
-	body    []byte // shared: never modified once stored
+	answer  *encodedAnswer
+}
+
+// encodedAnswer is a json answer with the header values that go with it.
+// Shared between polls: never modified once made.
+type encodedAnswer struct {
+	body   []byte
+	etag   string // the ETag header: the result's cursor, quoted
+	length string // the Content-Length header
+}
+
+func newEncodedAnswer(res store.Result) *encodedAnswer {
+	body := encodeAnswer(res)
+	return &encodedAnswer{body: body, etag: `"` + res.Cursor + `"`, length: strconv.Itoa(len(body))}
 }
 
 func newAnswerCache() *answerCache { return &answerCache{seed: maphash.MakeSeed()} }
@@ -50,20 +64,20 @@ func (c *answerCache) slot(channel, from string) *answerSlot {
 
 // encode returns the json answer of res, the result of polling channel from
 // cursor from.
-func (c *answerCache) encode(channel, from string, res store.Result) []byte {
+func (c *answerCache) encode(channel, from string, res store.Result) *encodedAnswer {
 	s := c.slot(channel, from)
 	s.mu.Lock()
-	if s.body != nil && s.channel == channel && s.from == from && s.to == res.Cursor && s.n == len(res.Messages) && s.gap == res.Gap {
-		body := s.body
+	if s.answer != nil && s.channel == channel && s.from == from && s.to == res.Cursor && s.n == len(res.Messages) && s.gap == res.Gap {
+		a := s.answer
 		s.mu.Unlock()
-		return body
+		return a
 	}
 	s.mu.Unlock()
-	body := encodeAnswer(res)
-	if len(body) <= maxCachedAnswer {
+	a := newEncodedAnswer(res)
+	if len(a.body) <= maxCachedAnswer {
 		s.mu.Lock()
-		s.channel, s.from, s.to, s.n, s.gap, s.body = channel, from, res.Cursor, len(res.Messages), res.Gap, body
+		s.channel, s.from, s.to, s.n, s.gap, s.answer = channel, from, res.Cursor, len(res.Messages), res.Gap, a
 		s.mu.Unlock()
 	}
-	return body
+	return a
 }

@@ -2,6 +2,7 @@ package longpoll
 
 import (
 	"bytes"
+	"strconv"
 	"testing"
 	"time"
 
@@ -16,7 +17,7 @@ func TestAnswerCacheSharesBytesOnlyForTheSameResult(t *testing.T) {
 	one := store.Result{Messages: []store.Message{msg("e-2", "b")}, Cursor: "e-2"}
 	a := c.encode("c", "e-1", one)
 	b := c.encode("c", "e-1", one)
-	if &a[0] != &b[0] {
+	if a != b {
 		t.Fatal("the same result was encoded twice")
 	}
 	for _, tc := range []struct {
@@ -30,8 +31,14 @@ func TestAnswerCacheSharesBytesOnlyForTheSameResult(t *testing.T) {
 		{"other channel", "d", "e-1", store.Result{Messages: []store.Message{msg("e-2", "y")}, Cursor: "e-2"}},
 	} {
 		got := c.encode(tc.channel, tc.from, tc.res)
-		if want := encodeAnswer(tc.res); !bytes.Equal(got, want) {
-			t.Errorf("%s: got %s, want %s", tc.name, got, want)
+		if want := encodeAnswer(tc.res); !bytes.Equal(got.body, want) {
+			t.Errorf("%s: got %s, want %s", tc.name, got.body, want)
+		}
+		if want := `"` + tc.res.Cursor + `"`; got.etag != want {
+			t.Errorf("%s: ETag %s, want %s", tc.name, got.etag, want)
+		}
+		if want := strconv.Itoa(len(got.body)); got.length != want {
+			t.Errorf("%s: Content-Length %s, want %s", tc.name, got.length, want)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -149,8 +150,12 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 	}
 
 	ctx := r.Context()
-	timer := time.NewTimer(time.Duration(h.Timeout))
-	defer timer.Stop()
+	var timer *time.Timer // made when the poll first waits
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	p, st := h.shared.poller, h.shared.store
 	woken := false // by a publish: read the store before holding again
 	for {
@@ -191,6 +196,9 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 			return holdRefused(w, m, holdErr)
 		}
 
+		if timer == nil {
+			timer = time.NewTimer(time.Duration(h.Timeout))
+		}
 		select {
 		case <-waiter.Done():
 			p.Release(waiter)
@@ -239,7 +247,7 @@ func holdRefused(w http.ResponseWriter, m *metrics, err error) error {
 // else Last-Event-ID. No cursor at all is "", which means "from now on".
 func (h *Poll) cursorOf(r *http.Request) (string, error) {
 	var c, from string
-	if v := r.URL.Query().Get(h.CursorParam); v != "" {
+	if v := queryParam(r.URL.RawQuery, h.CursorParam); v != "" {
 		c, from = v, "query parameter "+h.CursorParam
 	} else if v := r.Header.Get("If-None-Match"); v != "" {
 		c, from = etagValue(v), "If-None-Match"
@@ -252,6 +260,39 @@ func (h *Poll) cursorOf(r *http.Request) (string, error) {
 		return "", fmt.Errorf("malformed cursor in %s: want 1 to %d characters of A-Z a-z 0-9 . _ ~ : -", from, store.MaxCursorLen)
 	}
 	return c, nil
+}
+
+// queryParam is url.Values.Get of the first value of name in a raw query,
+// without parsing the whole query into a map.
+func queryParam(rawQuery, name string) string {
+	for q := rawQuery; q != ""; {
+		var kv string
+		kv, q, _ = strings.Cut(q, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if strings.ContainsAny(k, "%+;") {
+			var err error
+			if strings.Contains(k, ";") {
+				continue // url.ParseQuery skips these too
+			}
+			if k, err = url.QueryUnescape(k); err != nil {
+				continue
+			}
+		}
+		if k != name {
+			continue
+		}
+		if strings.ContainsAny(v, "%+;") {
+			var err error
+			if strings.Contains(v, ";") {
+				continue
+			}
+			if v, err = url.QueryUnescape(v); err != nil {
+				continue
+			}
+		}
+		return v
+	}
+	return ""
 }
 
 // etagValue takes the first entity tag of an If-None-Match value, without
@@ -298,12 +339,18 @@ func (h *Poll) answer(w http.ResponseWriter, channel, cursor string, res store.R
 		_, err := w.Write(msg.Data)
 		return err
 	}
-	setCursor(w, res.Cursor)
-	body := h.shared.answers.encode(channel, cursor, res)
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Content-Length", fmt.Sprint(len(body)))
+	a := h.shared.answers.encode(channel, cursor, res)
+	// The hot path of a fan-out: the four header values in one
+	// allocation, each its own full slice, so that nothing a later
+	// writer appends or changes reaches another poll's answer.
+	vals := make([]string, 4)
+	vals[0], vals[1], vals[2], vals[3] = a.etag, "no-store", "application/json", a.length
+	hdr["Etag"] = vals[0:1:1]
+	hdr["Cache-Control"] = vals[1:2:2]
+	hdr["Content-Type"] = vals[2:3:3]
+	hdr["Content-Length"] = vals[3:4:4]
 	w.WriteHeader(http.StatusOK)
-	_, err := w.Write(body)
+	_, err := w.Write(a.body)
 	return err
 }
 
