@@ -17,6 +17,7 @@ N=${N:-10000}            # held polls (hold: on 1 channel; fanout: on 1 channel)
 ROUNDS=${ROUNDS:-5}      # fanout rounds
 T=${T:-10s}              # throughput duration
 COUNT=${COUNT:-1000}     # latency messages
+REPEAT=${REPEAT:-3}      # throughput and latency runs per server (medians)
 SERVERS=${SERVERS:-"bare longpoll longpoll-park nchan pushpin"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -113,11 +114,19 @@ for s in $SERVERS; do
 	stop_all
 	start_server "$s" # afresh: hold's polls left with its load process
 	record fanout "${P[@]}" -n "$N" -rounds "$ROUNDS"
-	if [ "$s" != bare ]; then # the floor keeps no messages: nothing to follow
+	stop_all
+done
+# Throughput and latency vary from run to run on a shared machine: they are
+# run REPEAT times, the servers taking turns, and the table shows medians.
+for r in $(seq "$REPEAT"); do
+	for s in $SERVERS; do
+		[ "$s" = bare ] && continue # the floor keeps no messages: nothing to follow
+		echo "== $s, throughput and latency, run $r of $REPEAT"
+		start_server "$s"
 		record throughput "${P[@]}" -s 100 -channels 10 -p 4 -t "$T"
 		record latency "${P[@]}" -count "$COUNT"
-	fi
-	stop_all
+		stop_all
+	done
 done
 
 echo "== results: $out ($(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); servers on CPU $SERVER_CPU, load on CPU $LOAD_CPU)"
@@ -126,17 +135,34 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 by = {}
 for r in rows:
-    by.setdefault(r["profile"], {})[r["scenario"]] = r
-def f(v, unit=""):
-    return "—" if v is None else (f"{v:,.0f}{unit}" if isinstance(v, (int, float)) and v >= 100 else f"{v}{unit}")
+    by.setdefault(r["profile"], {}).setdefault(r["scenario"], []).append(r)
+def med(runs, key):
+    vals = sorted(r[key] for r in runs if not r.get("failed") and key in r)
+    return vals[(len(vals) - 1) // 2] if vals else None
+def merged(runs):
+    # One row of medians (each figure on its own); failed if every run failed;
+    # correctness counts are summed over the runs.
+    if not runs:
+        return {}
+    ok = [r for r in runs if not r.get("failed")]
+    if not ok:
+        return {"failed": True}
+    out = {k: med(ok, k) for k in ok[0] if isinstance(ok[0][k], (int, float)) and not isinstance(ok[0][k], bool)}
+    for k in ("lost", "duplicated", "out_of_order", "errors"):
+        if k in ok[0]:
+            out[k] = sum(r.get(k, 0) for r in ok)
+    out["runs"], out["failed_runs"] = len(runs), len(runs) - len(ok)
+    return out
 print("| server | KB RSS per held poll (hold errors) | fanout p50 / p99 / max ms | publishes/s (lost/dup/ooo) | deliveries/s | latency p50 / p99 / max ms |")
 print("|---|---|---|---|---|---|")
 for p, s in by.items():
-    h, fo, t, la = (s.get(k, {}) for k in ("hold", "fanout", "throughput", "latency"))
+    h, fo, t, la = (merged(s.get(k, [])) for k in ("hold", "fanout", "throughput", "latency"))
     hold = "failed" if h.get("failed") else f'{h.get("rss_bytes_per_held_poll", 0)/1000:.1f} ({h.get("errors")})'
     fan = "failed" if fo.get("failed") else f'{fo.get("p50_ms")} / {fo.get("p99_ms")} / {fo.get("max_ms")}'
-    thr = "—" if not t else "failed" if t.get("failed") else f'{t.get("publishes_per_second", 0):,.0f} ({t.get("lost")}/{t.get("duplicated")}/{t.get("out_of_order")})'
+    bad = lambda x: f' [{x["failed_runs"]} of {x["runs"]} runs failed]' if x.get("failed_runs") else ""
+    thr = "—" if not t else "failed" if t.get("failed") else f'{t.get("publishes_per_second", 0):,.0f} ({t.get("lost")}/{t.get("duplicated")}/{t.get("out_of_order")}){bad(t)}'
     dps = "—" if not t or t.get("failed") else f'{t.get("deliveries_per_second", 0):,.0f}'
-    lat = "—" if not la else "failed" if la.get("failed") else f'{la.get("p50_ms")} / {la.get("p99_ms")} / {la.get("max_ms")}'
+    lat = "—" if not la else "failed" if la.get("failed") else f'{la.get("p50_ms")} / {la.get("p99_ms")} / {la.get("max_ms")}{bad(la)}'
     print(f"| {p} | {hold} | {fan} | {thr} | {dps} | {lat} |")
+print(f"(throughput and latency: medians of each figure over the runs; lost/dup/ooo summed over them)")
 PY
