@@ -92,7 +92,10 @@ start_server() {
 	pushpin)
 		mkdir -p "$tmp/pushpin"
 		sed "s#RUNDIR#$tmp/pushpin#g" bench/pushpin/pushpin.conf >"$tmp/pushpin/pushpin.conf"
+		sed "s#RUNDIR#$tmp/pushpin#g" bench/pushpin/zurl.conf >"$tmp/pushpin/zurl.conf"
 		cp bench/pushpin/routes "$tmp/pushpin/"
+		srv zurl --config="$tmp/pushpin/zurl.conf" >"$tmp/zurl.log" 2>&1 &
+		pids+=($!)
 		srv ./lpload grip-origin -listen 127.0.0.1:9190 >"$tmp/origin.log" 2>&1 &
 		pids+=($!)
 		(cd "$tmp/pushpin" && exec taskset -c "$SERVER_CPU" pushpin --config "$tmp/pushpin/pushpin.conf") >"$tmp/pushpin.log" 2>&1 &
@@ -100,7 +103,7 @@ start_server() {
 		wait_http http://127.0.0.1:9190/pub/ready
 		wait_http http://127.0.0.1:7999/
 		P=(-profile pushpin -poll 'http://127.0.0.1:7999/sub/{ch}' -pub 'http://127.0.0.1:9190/pub/{ch}')
-		rss=$(pgrep -d, -f "condure|pushpin-proxy|pushpin-handler|zurl --config=$tmp")
+		rss=$(pgrep -d, -f "condure|pushpin-proxy|pushpin-handler|zurl --config=$tmp|lpload grip-origin")
 		;;
 	*) echo "unknown server $1"; exit 1 ;;
 	esac

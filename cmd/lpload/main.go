@@ -48,6 +48,7 @@ type options struct {
 	count    int
 	every    time.Duration
 	keep     time.Duration
+	rate     int
 }
 
 func main() {
@@ -76,6 +77,7 @@ func main() {
 	fs.DurationVar(&o.duration, "t", 10*time.Second, "how long to publish (throughput)")
 	fs.IntVar(&o.count, "count", 1000, "messages (latency)")
 	fs.DurationVar(&o.every, "every", 10*time.Millisecond, "publish interval (latency)")
+	fs.IntVar(&o.rate, "rate", 0, "open at most this many polls per second (hold, fanout); 0: all at once")
 	fs.DurationVar(&o.keep, "keep", 0, "keep the polls held this long after measuring, to profile the server (hold)")
 	fs.Parse(os.Args[2:])
 
@@ -150,6 +152,21 @@ func newLoader(o options, prof profile) *loader {
 
 func (l *loader) client() *http.Client {
 	return l.clients[l.next.Add(1)%uint64(len(l.clients))]
+}
+
+// pace waits until poll i of a burst may be opened under -rate; began is
+// when the burst began.
+func (l *loader) pace(ctx context.Context, i int, began time.Time) {
+	if l.o.rate <= 0 {
+		return
+	}
+	at := began.Add(time.Duration(i) * time.Second / time.Duration(l.o.rate))
+	if d := time.Until(at); d > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+	}
 }
 
 func (l *loader) url(tpl, ch string) string { return strings.ReplaceAll(tpl, "{ch}", ch) }

@@ -64,6 +64,7 @@ func (l *loader) hold(ctx context.Context) (map[string]any, error) {
 	var wg sync.WaitGroup
 	began := time.Now()
 	for i := range n {
+		l.pace(ctx, i, began)
 		wg.Go(func() {
 			c := i % l.o.channels
 			_, err := l.poll(pollCtx, l.client(), fmt.Sprint("hold-", c), curs[c], func() { wrote.Add(1) })
@@ -107,6 +108,10 @@ func (l *loader) hold(ctx context.Context) (map[string]any, error) {
 	return res, nil
 }
 
+// fanoutRoundLimit bounds a fan-out round, from its first poll to the last
+// answer.
+const fanoutRoundLimit = 10 * time.Minute
+
 // fanout holds n polls on one channel, publishes one message and times
 // until each poll has its whole answer, for several rounds.
 func (l *loader) fanout(ctx context.Context) (map[string]any, error) {
@@ -126,10 +131,18 @@ func (l *loader) fanout(ctx context.Context) (map[string]any, error) {
 		times := make([]time.Duration, n)
 		errs := make([]error, n)
 		nexts := make([]cursor, n)
+		// A poll the server never answers fails the round instead of
+		// hanging it.
+		roundCtx, cancel := context.WithTimeout(ctx, fanoutRoundLimit)
 		var wg sync.WaitGroup
+		began := time.Now()
 		for i := range n {
+			l.pace(ctx, i, began)
 			wg.Go(func() {
-				res, err := l.poll(ctx, l.client(), ch, cur, func() { wrote.Add(1) })
+				res, err := l.poll(roundCtx, l.client(), ch, cur, func() { wrote.Add(1) })
+				if err != nil && roundCtx.Err() != nil && ctx.Err() == nil {
+					err = fmt.Errorf("poll not answered within %v of the round's start", fanoutRoundLimit)
+				}
 				times[i] = time.Duration(res.got.UnixNano() - published.Load())
 				nexts[i], errs[i] = res.next, err
 				if err == nil && len(res.msgs) != 1 {
@@ -140,20 +153,33 @@ func (l *loader) fanout(ctx context.Context) (map[string]any, error) {
 		if err := waitUntil(ctx, "fanout round "+strconv.Itoa(r), 5*time.Minute, func() (bool, string) {
 			return wrote.Load() >= int64(n), fmt.Sprintf("%d of %d polls sent", wrote.Load(), n)
 		}); err != nil {
+			cancel()
+			wg.Wait()
 			return nil, err
 		}
 		time.Sleep(time.Second) // the last polls reach the server's wait list
 		published.Store(time.Now().UnixNano())
-		if err := l.publish(ctx, ch, fmt.Sprint("round ", r)); err != nil {
-			return nil, err
+		pubErr := l.publish(ctx, ch, fmt.Sprint("round ", r))
+		if pubErr != nil {
+			cancel()
 		}
 		wg.Wait()
+		cancel()
+		if pubErr != nil {
+			return nil, pubErr
+		}
+		failed := 0
+		for _, e := range errs {
+			if e != nil {
+				failed++
+			}
+		}
 		for _, e := range errs {
 			if e != nil {
 				if isFDLimit(e) {
 					return nil, fdLimitError(n)
 				}
-				return nil, e
+				return nil, fmt.Errorf("%d of %d polls failed, the first: %v", failed, n, e)
 			}
 		}
 		cur = nexts[0]
