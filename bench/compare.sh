@@ -18,7 +18,7 @@ ROUNDS=${ROUNDS:-5}      # fanout rounds
 T=${T:-10s}              # throughput duration
 COUNT=${COUNT:-1000}     # latency messages
 REPEAT=${REPEAT:-3}      # throughput and latency runs per server (medians)
-SERVERS=${SERVERS:-"bare longpoll longpoll-park nchan pushpin"}
+SERVERS=${SERVERS:-"bare longpoll longpoll-park longpoll-gogc400 nchan pushpin"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -73,9 +73,12 @@ start_server() {
 		P=(-profile bare -poll 'http://127.0.0.1:8280/sub/{ch}' -pub 'http://127.0.0.1:8281/pub/{ch}')
 		rss=$(pgrep -d, -f "barecaddy run --config")
 		;;
-	longpoll | longpoll-park)
+	longpoll | longpoll-park | longpoll-gogc400)
 		cfg=bench/Caddyfile; [ "$1" = longpoll-park ] && cfg=bench/Caddyfile.park
-		srv ./caddy run --config "$cfg" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
+		# longpoll-gogc400: the default mode with the Go GC tuned to
+		# trade memory for CPU (GOGC=400; Caddy's default is 100).
+		gogc=100; [ "$1" = longpoll-gogc400 ] && gogc=400
+		GOGC=$gogc srv ./caddy run --config "$cfg" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
 		pids+=($!)
 		wait_http http://127.0.0.1:8081/publish/ready
 		P=(-profile longpoll -poll 'http://127.0.0.1:8080/poll/{ch}' -pub 'http://127.0.0.1:8081/publish/{ch}')
