@@ -3,10 +3,10 @@ package longpoll
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net"
 	"net/http"
-	"sort"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -297,31 +297,55 @@ func (b *bufferedResponse) Write(p []byte) (int, error) {
 	return b.body.Write(p)
 }
 
-// bytes is the whole HTTP/1.1 response.
+// bytes is the whole HTTP/1.1 response, headers sorted. It is on the path
+// of every parked answer of a fan-out, so it appends rather than formats.
 func (b *bufferedResponse) bytes(head bool) []byte {
-	var out bytes.Buffer
-	fmt.Fprintf(&out, "HTTP/1.1 %d %s\r\n", b.status, http.StatusText(b.status))
+	noBody := b.status == http.StatusNotModified || b.status == http.StatusNoContent
+	// Written below: Connection, Date and (with a body) Content-Length.
 	b.header.Del("Content-Length")
-	b.header.Set("Connection", "close")
-	b.header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	if b.status != http.StatusNotModified && b.status != http.StatusNoContent {
-		b.header.Set("Content-Length", fmt.Sprint(b.body.Len()))
-	}
-	keys := make([]string, 0, len(b.header))
+	b.header.Del("Connection")
+	b.header.Del("Date")
+	keys := make([]string, 0, len(b.header)+3)
 	for k := range b.header {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	keys = append(keys, "Connection", "Date")
+	if !noBody {
+		keys = append(keys, "Content-Length")
+	}
+	slices.Sort(keys)
+	out := make([]byte, 0, 256+b.body.Len())
+	out = append(out, "HTTP/1.1 "...)
+	out = strconv.AppendInt(out, int64(b.status), 10)
+	out = append(out, ' ')
+	out = append(out, http.StatusText(b.status)...)
+	out = append(out, "\r\n"...)
 	for _, k := range keys {
-		for _, v := range b.header[k] {
-			fmt.Fprintf(&out, "%s: %s\r\n", k, v)
+		switch k {
+		case "Connection":
+			out = append(out, "Connection: close\r\n"...)
+		case "Date":
+			out = append(out, "Date: "...)
+			out = time.Now().UTC().AppendFormat(out, http.TimeFormat)
+			out = append(out, "\r\n"...)
+		case "Content-Length":
+			out = append(out, "Content-Length: "...)
+			out = strconv.AppendInt(out, int64(b.body.Len()), 10)
+			out = append(out, "\r\n"...)
+		default:
+			for _, v := range b.header[k] {
+				out = append(out, k...)
+				out = append(out, ": "...)
+				out = append(out, v...)
+				out = append(out, "\r\n"...)
+			}
 		}
 	}
-	out.WriteString("\r\n")
-	if !head && b.status != http.StatusNotModified && b.status != http.StatusNoContent {
-		out.Write(b.body.Bytes())
+	out = append(out, "\r\n"...)
+	if !head && !noBody {
+		out = append(out, b.body.Bytes()...)
 	}
-	return out.Bytes()
+	return out
 }
 
 var _ http.ResponseWriter = (*bufferedResponse)(nil)
