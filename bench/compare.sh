@@ -17,7 +17,7 @@ N=${N:-10000}            # held polls (hold: on 1 channel; fanout: on 1 channel)
 ROUNDS=${ROUNDS:-5}      # fanout rounds
 T=${T:-10s}              # throughput duration
 COUNT=${COUNT:-1000}     # latency messages
-REPEAT=${REPEAT:-3}      # throughput and latency runs per server (medians)
+REPEAT=${REPEAT:-3}      # fanout, throughput and latency runs per server (medians)
 SERVERS=${SERVERS:-"bare longpoll longpoll-park longpoll-gogc400 nchan pushpin"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -113,24 +113,24 @@ start_server() {
 }
 
 for s in $SERVERS; do
-	echo "== $s"
+	echo "== $s, hold"
 	# A failed scenario is recorded, not fatal.
 	start_server "$s"
 	record hold "${P[@]}" -n "$N" -channels 1 -pid "$rss"
 	stop_all
-	start_server "$s" # afresh: hold's polls left with its load process
-	record fanout "${P[@]}" -n "$N" -rounds "$ROUNDS"
-	stop_all
 done
-# Throughput and latency vary from run to run on a shared machine: they are
-# run REPEAT times, the servers taking turns, and the table shows medians.
+# Fan-out, throughput and latency vary from run to run on a shared machine:
+# they are run REPEAT times, the servers taking turns, and the table shows
+# medians.
 for r in $(seq "$REPEAT"); do
 	for s in $SERVERS; do
-		[ "$s" = bare ] && continue # the floor keeps no messages: nothing to follow
-		echo "== $s, throughput and latency, run $r of $REPEAT"
+		echo "== $s, fanout, throughput and latency, run $r of $REPEAT"
 		start_server "$s"
-		record throughput "${P[@]}" -s 100 -channels 10 -p 4 -t "$T"
-		record latency "${P[@]}" -count "$COUNT"
+		record fanout "${P[@]}" -n "$N" -rounds "$ROUNDS"
+		if [ "$s" != bare ]; then # the floor keeps no messages: nothing to follow
+			record throughput "${P[@]}" -s 100 -channels 10 -p 4 -t "$T"
+			record latency "${P[@]}" -count "$COUNT"
+		fi
 		stop_all
 	done
 done
@@ -164,11 +164,11 @@ print("|---|---|---|---|---|---|")
 for p, s in by.items():
     h, fo, t, la = (merged(s.get(k, [])) for k in ("hold", "fanout", "throughput", "latency"))
     hold = "failed" if h.get("failed") else f'{h.get("rss_bytes_per_held_poll", 0)/1000:.1f} ({h.get("errors")})'
-    fan = "failed" if fo.get("failed") else f'{fo.get("p50_ms")} / {fo.get("p99_ms")} / {fo.get("max_ms")}'
     bad = lambda x: f' [{x["failed_runs"]} of {x["runs"]} runs failed]' if x.get("failed_runs") else ""
+    fan = "failed" if fo.get("failed") else f'{fo.get("p50_ms")} / {fo.get("p99_ms")} / {fo.get("max_ms")}{bad(fo)}'
     thr = "—" if not t else "failed" if t.get("failed") else f'{t.get("publishes_per_second", 0):,.0f} ({t.get("lost")}/{t.get("duplicated")}/{t.get("out_of_order")}){bad(t)}'
     dps = "—" if not t or t.get("failed") else f'{t.get("deliveries_per_second", 0):,.0f}'
     lat = "—" if not la else "failed" if la.get("failed") else f'{la.get("p50_ms")} / {la.get("p99_ms")} / {la.get("max_ms")}{bad(la)}'
     print(f"| {p} | {hold} | {fan} | {thr} | {dps} | {lat} |")
-print(f"(throughput and latency: medians of each figure over the runs; lost/dup/ooo summed over them)")
+print(f"(fanout, throughput and latency: medians of each figure over the runs; lost/dup/ooo summed over them)")
 PY
