@@ -266,33 +266,30 @@ func (h *Poll) cursorOf(r *http.Request) (string, error) {
 // without parsing the whole query into a map.
 func queryParam(rawQuery, name string) string {
 	for q := rawQuery; q != ""; {
-		var kv string
-		kv, q, _ = strings.Cut(q, "&")
-		k, v, _ := strings.Cut(kv, "=")
-		if strings.ContainsAny(k, "%+;") {
-			var err error
-			if strings.Contains(k, ";") {
-				continue // url.ParseQuery skips these too
-			}
-			if k, err = url.QueryUnescape(k); err != nil {
-				continue
-			}
+		var pair string
+		pair, q, _ = strings.Cut(q, "&")
+		if strings.Contains(pair, ";") {
+			continue // url.ParseQuery rejects these pairs too
 		}
-		if k != name {
+		k, v, _ := strings.Cut(pair, "=")
+		if k, ok := unescapeQuery(k); !ok || k != name {
 			continue
 		}
-		if strings.ContainsAny(v, "%+;") {
-			var err error
-			if strings.Contains(v, ";") {
-				continue
-			}
-			if v, err = url.QueryUnescape(v); err != nil {
-				continue
-			}
+		if v, ok := unescapeQuery(v); ok {
+			return v
 		}
-		return v
 	}
 	return ""
+}
+
+// unescapeQuery is url.QueryUnescape, skipping the work when there is
+// nothing to unescape.
+func unescapeQuery(s string) (string, bool) {
+	if !strings.ContainsAny(s, "%+") {
+		return s, true
+	}
+	u, err := url.QueryUnescape(s)
+	return u, err == nil
 }
 
 // etagValue takes the first entity tag of an If-None-Match value, without
