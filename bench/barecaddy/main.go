@@ -12,6 +12,7 @@ package main
 import (
 	"io"
 	"net/http"
+	"path"
 	"strconv"
 	"sync"
 
@@ -75,7 +76,6 @@ func (b *BareHold) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 func (b *BareHold) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	path := r.URL.Path
 	if b.Publish {
 		if r.Method != http.MethodPost {
 			_, err := io.WriteString(w, "ok\n")
@@ -87,7 +87,7 @@ func (b *BareHold) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp
 		}
 		// Paths differ between the sites (/sub/x, /pub/x): key on the
 		// last segment.
-		key := last(path)
+		key := path.Base(r.URL.Path)
 		mu.Lock()
 		g := current(key)
 		delete(waits, key)
@@ -97,7 +97,7 @@ func (b *BareHold) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp
 		return nil
 	}
 	mu.Lock()
-	g := current(last(path))
+	g := current(path.Base(r.URL.Path))
 	mu.Unlock()
 	select {
 	case <-g.done:
@@ -107,15 +107,6 @@ func (b *BareHold) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp
 	case <-r.Context().Done():
 		return nil
 	}
-}
-
-func last(path string) string {
-	for i := len(path) - 1; i >= 0; i-- {
-		if path[i] == '/' {
-			return path[i+1:]
-		}
-	}
-	return path
 }
 
 // Interface guards
