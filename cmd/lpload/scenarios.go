@@ -219,6 +219,8 @@ func (l *loader) throughput(ctx context.Context) (map[string]any, error) {
 	pubDone := make(chan struct{})
 	drainCtx, cancelDrain := context.WithCancel(ctx)
 	defer cancelDrain()
+	publishing, pubStopped := context.WithCancel(drainCtx) // ends when publishing stops
+	defer pubStopped()
 	var pollers sync.WaitGroup
 	for s := range o.pollers {
 		pollers.Go(func() {
@@ -235,17 +237,26 @@ func (l *loader) throughput(ctx context.Context) (map[string]any, error) {
 				return true
 			}
 			for {
+				// While publishing goes on, a poll is abandoned when it stops,
+				// so that a poller that has everything does not wait for a
+				// message that will never come. An abandoned poll's answer
+				// is asked for again with the same cursor: nothing is lost.
+				pollCtx := publishing
 				select {
 				case <-pubDone:
 					if complete() {
 						return
 					}
+					pollCtx = drainCtx
 				default:
 				}
-				res, err := l.poll(drainCtx, l.client(), ch, cur, nil)
+				res, err := l.poll(pollCtx, l.client(), ch, cur, nil)
 				if err != nil {
 					if drainCtx.Err() != nil {
 						break
+					}
+					if pollCtx.Err() != nil {
+						continue // publishing stopped: is it complete?
 					}
 					pollErrs.Add(1)
 					time.Sleep(10 * time.Millisecond)
@@ -308,6 +319,7 @@ func (l *loader) throughput(ctx context.Context) (map[string]any, error) {
 	pubs.Wait()
 	elapsed := time.Since(began)
 	close(pubDone)
+	pubStopped()
 	var total int64
 	for p := range published {
 		for c := range published[p] {
