@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	longpoll "github.com/caddy-longpoll/longpoll"
 )
 
 // follow polls channel from cursor until it has want messages and returns
@@ -260,4 +262,27 @@ func grepLongpoll(m string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// A poll woken with nothing new for it (a reconnected Redis store wakes
+// every poll) stays held and gets the next message, held or parked.
+func TestWokenWithNothingNewStaysHeld(t *testing.T) {
+	for name, site := range map[string]string{"held": "longpoll /poll/*", "parked": parkSite} {
+		t.Run(name, func(t *testing.T) {
+			s := start(t, "", site, "longpoll_publish /publish/*")
+			checkLeaks(t, s)
+			cursor := s.info("w")["cursor"].(string)
+			got := s.pollAsync(context.Background(), s.poll+"/poll/w?since="+cursor)
+			s.waitHeld("w", 1)
+			if n := longpoll.WakeAll(); n != 1 {
+				t.Fatalf("WakeAll woke %d polls, want 1", n)
+			}
+			s.waitHeld("w", 1)
+			pub := s.publish("w", "text/plain", "after the wake")
+			r := <-got
+			if r.status != 200 || r.header.Get("ETag") != `"`+pub["id"].(string)+`"` || !strings.Contains(r.body, "after the wake") {
+				t.Fatalf("poll woken with nothing new, then published to: %d %v %s", r.status, r.header, r.body)
+			}
+		})
+	}
 }
