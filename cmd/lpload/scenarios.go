@@ -168,19 +168,21 @@ func (l *loader) fanout(ctx context.Context) (map[string]any, error) {
 		if pubErr != nil {
 			return nil, pubErr
 		}
+		var first error
 		failed := 0
 		for _, e := range errs {
 			if e != nil {
 				failed++
+				if first == nil {
+					first = e
+				}
 			}
 		}
-		for _, e := range errs {
-			if e != nil {
-				if isFDLimit(e) {
-					return nil, fdLimitError(n)
-				}
-				return nil, fmt.Errorf("%d of %d polls failed, the first: %v", failed, n, e)
-			}
+		switch {
+		case first != nil && isFDLimit(first):
+			return nil, fdLimitError(n)
+		case first != nil:
+			return nil, fmt.Errorf("%d of %d polls failed, the first: %v", failed, n, first)
 		}
 		cur = nexts[0]
 		p := percentiles(times)
@@ -216,10 +218,9 @@ func (l *loader) throughput(ctx context.Context) (map[string]any, error) {
 		published[p] = make([]atomic.Int64, o.channels)
 	}
 	var deliveries, polls, lost, dup, outOfOrder, gaps, pollErrs atomic.Int64
-	pubDone := make(chan struct{})
 	drainCtx, cancelDrain := context.WithCancel(ctx)
 	defer cancelDrain()
-	publishing, pubStopped := context.WithCancel(drainCtx) // ends when publishing stops
+	publishing, pubStopped := context.WithCancel(drainCtx) // done when publishing stops
 	defer pubStopped()
 	var pollers sync.WaitGroup
 	for s := range o.pollers {
@@ -243,7 +244,7 @@ func (l *loader) throughput(ctx context.Context) (map[string]any, error) {
 				// is asked for again with the same cursor: nothing is lost.
 				pollCtx := publishing
 				select {
-				case <-pubDone:
+				case <-publishing.Done():
 					if complete() {
 						return
 					}
@@ -318,7 +319,6 @@ func (l *loader) throughput(ctx context.Context) (map[string]any, error) {
 	}
 	pubs.Wait()
 	elapsed := time.Since(began)
-	close(pubDone)
 	pubStopped()
 	var total int64
 	for p := range published {
