@@ -70,11 +70,19 @@ func (BareHold) CaddyModule() caddy.ModuleInfo {
 func (b *BareHold) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
 	if d.NextArg() {
-		b.Publish = d.Val() == "publish"
+		if d.Val() != "publish" {
+			return d.Errf("bare_hold: unknown argument %q (want nothing or publish)", d.Val())
+		}
+		b.Publish = true
+	}
+	if d.NextArg() {
+		return d.ArgErr()
 	}
 	return nil
 }
 
+// ServeHTTP parks a GET, or (publish side) answers every GET parked on the
+// same last path segment with a POST's body.
 func (b *BareHold) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if b.Publish {
 		if r.Method != http.MethodPost {
