@@ -54,8 +54,11 @@ load() { taskset -c "$LOAD_CPU" ./lpload "$@"; }
 record() {
 	local sc=$1
 	shift
-	if load "$sc" "$@" >"$tmp/result.json"; then
-		sed "s/\"profile\":\"[^\"]*\"/\"profile\":\"$s\"/" "$tmp/result.json" >>"$out"
+	local failed=""
+	load "$sc" "$@" >"$tmp/result.json" || failed='"failed":true,'
+	if grep -q '^{' "$tmp/result.json"; then
+		# A failed run keeps its figures (lost messages, say), marked failed.
+		sed "s/\"profile\":\"[^\"]*\"/\"profile\":\"$s\"/; s/^{/{$failed/" "$tmp/result.json" >>"$out"
 	else
 		echo "{\"profile\":\"$s\",\"scenario\":\"$sc\",\"failed\":true}" >>"$out"
 	fi
@@ -146,27 +149,28 @@ def med(runs, key):
     vals = sorted(r[key] for r in runs if not r.get("failed") and key in r)
     return vals[(len(vals) - 1) // 2] if vals else None
 def merged(runs):
-    # One row of medians (each figure on its own); failed if every run failed;
-    # correctness counts are summed over the runs.
+    # One row of medians (each figure on its own) over the runs that passed;
+    # failed if every run failed; correctness counts are summed over all runs,
+    # failed ones included (a run fails when it loses a message).
     if not runs:
         return {}
     ok = [r for r in runs if not r.get("failed")]
     if not ok:
-        return {"failed": True}
+        return {"failed": True, **{k: sum(r.get(k, 0) for r in runs) for k in ("lost", "duplicated", "out_of_order")}}
     out = {k: med(ok, k) for k in ok[0] if isinstance(ok[0][k], (int, float)) and not isinstance(ok[0][k], bool)}
     for k in ("lost", "duplicated", "out_of_order", "errors"):
         if k in ok[0]:
-            out[k] = sum(r.get(k, 0) for r in ok)
+            out[k] = sum(r.get(k, 0) for r in runs)
     out["runs"], out["failed_runs"] = len(runs), len(runs) - len(ok)
     return out
 print("| server | KB RSS per held poll (hold errors) | fanout p50 / p99 / max ms | publishes/s (lost/dup/ooo) | deliveries/s | latency p50 / p99 / max ms |")
 print("|---|---|---|---|---|---|")
 for p, s in by.items():
     h, fo, t, la = (merged(s.get(k, [])) for k in ("hold", "fanout", "throughput", "latency"))
-    hold = "failed" if h.get("failed") else f'{h.get("rss_bytes_per_held_poll", 0)/1000:.1f} ({h.get("errors")})'
+    hold = "—" if not h else "failed" if h.get("failed") else f'{h.get("rss_bytes_per_held_poll", 0)/1000:.1f} ({h.get("errors")})'
     bad = lambda x: f' [{x["failed_runs"]} of {x["runs"]} runs failed]' if x.get("failed_runs") else ""
-    fan = "failed" if fo.get("failed") else f'{fo.get("p50_ms")} / {fo.get("p99_ms")} / {fo.get("max_ms")}{bad(fo)}'
-    thr = "—" if not t else "failed" if t.get("failed") else f'{t.get("publishes_per_second", 0):,.0f} ({t.get("lost")}/{t.get("duplicated")}/{t.get("out_of_order")}){bad(t)}'
+    fan = "—" if not fo else "failed" if fo.get("failed") else f'{fo.get("p50_ms")} / {fo.get("p99_ms")} / {fo.get("max_ms")}{bad(fo)}'
+    thr = "—" if not t else f'failed ({t.get("lost")}/{t.get("duplicated")}/{t.get("out_of_order")})' if t.get("failed") else f'{t.get("publishes_per_second", 0):,.0f} ({t.get("lost")}/{t.get("duplicated")}/{t.get("out_of_order")}){bad(t)}'
     dps = "—" if not t or t.get("failed") else f'{t.get("deliveries_per_second", 0):,.0f}'
     lat = "—" if not la else "failed" if la.get("failed") else f'{la.get("p50_ms")} / {la.get("p99_ms")} / {la.get("max_ms")}{bad(la)}'
     print(f"| {p} | {hold} | {fan} | {thr} | {dps} | {lat} |")
