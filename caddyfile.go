@@ -126,12 +126,14 @@ func parsePoll(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 			}
 			p.Timeout = dur
 		case "format":
-			if !h.AllArgs(&p.Format) {
+			var f string
+			if !h.AllArgs(&f) {
 				return nil, h.ArgErr()
 			}
-			if p.Format != "json" && p.Format != "raw" {
-				return nil, h.Errf("format must be json or raw, got %q", p.Format)
+			if err := Format(f).check(); err != nil {
+				return nil, h.Err(err.Error())
 			}
+			p.Format = Format(f)
 		case "cursor_param":
 			if !h.AllArgs(&p.CursorParam) {
 				return nil, h.ArgErr()

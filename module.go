@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-longpoll/longpoll/internal/connwatch"
 	"github.com/caddy-longpoll/longpoll/poller"
 	"github.com/caddy-longpoll/longpoll/store"
 )
@@ -77,23 +78,26 @@ var pool = caddy.NewUsagePool()
 // shared is what one store configuration owns, whatever config generation
 // uses it: the store, its held polls and its metrics.
 type shared struct {
-	store   store.Store
+	store   store.Store // the store, as watchedStore
 	poller  *poller.Poller
 	metrics *metrics
 	answers *answerCache
-	watcher *closeWatcher // of parked polls
+	parked  *parkedPolls
+	watch   connwatch.Watcher // the clients of parked polls
 	release memoryReleaser
 	logger  *zap.Logger
 }
 
-// Destruct answers every held poll (304, so clients re-poll into whatever
-// replaced this store) and closes the store. The pool calls it when the last
+// Destruct answers every held and parked poll (304, so clients re-poll into
+// whatever replaced this store), waits for the goroutines that answer
+// parked polls, and closes the store. The pool calls it when the last
 // config using this store is cleaned up: on shutdown, or when a reload
 // changes the store's configuration.
 func (s *shared) Destruct() error {
 	held := s.poller.Held()
 	s.poller.Close()
-	s.watcher.Close()
+	s.parked.drain()
+	s.watch.Close()
 	s.release.Close()
 	err := s.store.Close()
 	s.logger.Info("longpoll store closed", zap.Int("held_polls_answered", held), zap.Error(err))
@@ -126,7 +130,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	key := "longpoll:" + string(sm.CaddyModule().ID) + ":" + string(cfg)
 	val, loaded, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		p := poller.New(0)
-		w, err := newCloseWatcher()
+		w, err := connwatch.New()
 		if err != nil {
 			return nil, fmt.Errorf("watching parked connections: %v", err)
 		}
@@ -137,7 +141,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		// Not the config: it may hold a password.
 		a.logger.Info("longpoll store opened", zap.String("store", string(sm.CaddyModule().ID)))
-		return &shared{store: st, poller: p, metrics: newMetrics(p, st), answers: newAnswerCache(), watcher: w, logger: a.logger}, nil
+		return &shared{store: &watchedStore{Store: st, logger: a.logger}, poller: p, metrics: newMetrics(p, st),
+			answers: newAnswerCache(), parked: newParkedPolls(), watch: w, logger: a.logger}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("longpoll: opening store: %v", err)

@@ -2,274 +2,182 @@ package longpoll
 
 import (
 	"bytes"
-	"context"
+	"errors"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/caddy-longpoll/longpoll/poller"
+	"github.com/caddy-longpoll/longpoll/internal/connwatch"
 )
 
 // Parking: with the handler's Park option, an HTTP/1.x poll that has to
 // wait is taken over from net/http (hijacked). Its request goroutine, its
-// buffers, its request and context are let go; what stays is the connection,
-// a timer, the poller's waiter and one small goroutine blocked in a one-byte
-// Read, which notices when the client goes away. When the poll is answered
-// the answer is written straight to the connection, with "Connection:
-// close": the client opens a new connection for its next poll.
+// buffers, its request and context are let go; what stays is the
+// connection, a timer, the poller's waiter and the poll's place in the
+// connection watcher, which notices when the client goes away. The poll is
+// an asyncAwait: the same rules as a held poll, driven by callbacks. Its
+// answer is written straight to the connection, with "Connection: close":
+// the client opens a new connection for its next poll.
 
 // servePark serves a poll in park mode. It returns false, having written
 // nothing, when the connection cannot be taken over: then the poll is held
 // the ordinary way.
-func (h *Poll) servePark(w http.ResponseWriter, r *http.Request, channel, cursor string) (bool, error) {
-	m := h.shared.metrics
-	pk := &parkedPoll{h: h, channel: channel, cursor: cursor, head: r.Method == http.MethodHead, m: m}
-	release := func() {
-		if pk.waiter != nil {
-			h.shared.poller.Release(pk.waiter)
-		}
+func (h *Poll) servePark(w http.ResponseWriter, r *http.Request, a await) (bool, error) {
+	sh := h.shared
+	pk := &parkedPoll{h: h, head: r.Method == http.MethodHead}
+	x := newAsyncAwait(a, sh.parked, pk.done)
+	pk.x = x
+	if v := x.begin(r.Context()); v.outcome != waiting {
+		return true, h.answerer.respond(w, a.channel, x.a.cursor, v)
 	}
-	// Hold before reading the store, as in ServeHTTP.
-	holdErr := pk.hold()
-	res, err := h.shared.store.Since(r.Context(), channel, cursor)
-	switch {
-	case err != nil:
-		release()
-		if r.Context().Err() != nil {
-			return true, nil // client gone
-		}
-		m.pollsRejected.WithLabelValues("store").Inc()
-		return true, storeError(w, h.logger, channel, err)
-	case len(res.Messages) > 0 || res.Gap:
-		release()
-		m.answered.Inc()
-		return true, h.answer(w, channel, cursor, res)
-	case holdErr != nil:
-		return true, holdRefused(w, m, holdErr)
-	}
-	pk.cursor = res.Cursor
 	conn, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		release()
+		x.abandon()
 		return false, nil
 	}
 	// The request was a GET without a body; anything the client sent
 	// after it is dropped with the connection after the answer.
-	pk.park(conn, time.Duration(h.Timeout))
+	pk.conn = conn
+	if !sh.parked.add(pk) { // the store is closing: answer now
+		x.abandon()
+		pk.done(verdict{outcome: notModified})
+		return true, nil
+	}
+	pk.token = sh.watch.Watch(conn, pk.clientGone)
+	sh.release.parked()
+	x.park(time.Duration(h.Timeout))
 	return true, nil
 }
 
-// parkedPoll is one parked poll. Its lifetime: park → (wake → answer |
-// timeout → 304 | client gone) → finish, exactly once.
+// parkedPoll is one parked poll: its connection and its await.
 type parkedPoll struct {
-	h       *Poll
-	channel string
-	cursor  string
-	head    bool // a HEAD poll: no body
-	m       *metrics
-
-	mu      sync.Mutex
-	conn    net.Conn // nil until parked
-	waiter  *poller.Waiter
-	timer   *time.Timer
-	pending bool          // woken before the connection was parked
-	reason  poller.Reason // of a pending or repeated wake-up
-	waking  bool          // a wake is running
-	again   bool          // woken again while waking
-	done    bool
-
-	token uint64  // in the close watcher; 0: watched by a goroutine
-	buf   [1]byte // the watching goroutine's read buffer
+	h     *Poll
+	x     *asyncAwait
+	conn  net.Conn
+	token connwatch.Token
+	head  bool // a HEAD poll: no body
 }
 
-// hold registers pk on its channel with the poller; pk.mu is held, or pk
-// is not parked yet.
-func (pk *parkedPoll) hold() error {
-	w, err := pk.h.shared.poller.HoldFunc(pk.channel, pk.notify)
-	pk.waiter = w
-	return err
-}
+// clientGone is the connection watcher's callback.
+func (pk *parkedPoll) clientGone() { pk.x.event(evGone) }
 
-// notify is the poller's callback: it runs in the publisher's goroutine, so
-// the answer is written from a goroutine of its own.
-func (pk *parkedPoll) notify(r poller.Reason) {
-	pk.mu.Lock()
-	if pk.conn == nil { // not parked yet: park picks it up
-		pk.pending, pk.reason = true, r
-		pk.mu.Unlock()
-		return
-	}
-	pk.mu.Unlock()
-	go pk.wake(r)
-}
+// parkedWriteTimeout bounds writing a parked poll's answer.
+const parkedWriteTimeout = 10 * time.Second
 
-// park takes over conn, whose request has been read and found nothing new.
-func (pk *parkedPoll) park(conn net.Conn, timeout time.Duration) {
-	pk.mu.Lock()
-	pk.conn = conn
-	pk.timer = time.AfterFunc(timeout, pk.timeout)
-	pending, r := pk.pending, pk.reason
-	if tok, ok := pk.h.shared.watcher.add(conn, pk); ok {
-		pk.token = tok
-	} else {
-		go pk.watch()
-	}
-	pk.mu.Unlock()
-	pk.h.shared.release.parked()
-	if pending {
-		go pk.wake(r)
-	}
-}
-
-// watch ends the poll when the client closes the connection (or sends
-// anything: a parked connection is closed after its answer anyway), where
-// the close watcher cannot.
-func (pk *parkedPoll) watch() {
-	pk.conn.Read(pk.buf[:])
-	pk.finish(nil)
-}
-
-func (pk *parkedPoll) timeout() {
-	w := newBufferedResponse()
-	pk.mu.Lock()
-	if pk.done { // answered while the timer fired: not a timeout
-		pk.mu.Unlock()
-		return
-	}
-	setCursor(w, pk.cursor)
-	pk.mu.Unlock()
-	pk.m.timeouts.Inc()
-	w.WriteHeader(http.StatusNotModified)
-	pk.finish(w)
-}
-
-// wake answers the poll after the poller did: one wake runs at a time; a
-// wake-up arriving meanwhile makes the running one look again.
-func (pk *parkedPoll) wake(r poller.Reason) {
-	pk.mu.Lock()
-	if pk.done {
-		pk.mu.Unlock()
-		return
-	}
-	if pk.waking {
-		pk.again = true
-		if r != poller.Published {
-			pk.reason = r // deleted or closed wins over published
-		}
-		pk.mu.Unlock()
-		return
-	}
-	pk.waking = true
-	pk.mu.Unlock()
-	for {
-		w := pk.answerFor(r)
-		pk.mu.Lock()
-		if w == nil { // nothing new: stay parked
-			if pk.again && !pk.done {
-				pk.again = false
-				r, pk.reason = pk.reason, poller.Published
-				pk.mu.Unlock()
-				continue
+// done is the end of the poll's await: its answer is written (none when
+// the client went away) and the connection closed.
+func (pk *parkedPoll) done(v verdict) {
+	h := pk.h
+	if v.outcome != gone {
+		w := newBufferedResponse()
+		if err := h.answerer.respond(w, pk.x.a.channel, pk.x.a.cursor, v); err != nil {
+			// A store failure: its status, as a held poll gets it from
+			// Caddy when the site has no handle_errors (which cannot run
+			// for a connection taken over from the server).
+			var he caddyhttp.HandlerError
+			if errors.As(err, &he) {
+				w.WriteHeader(he.StatusCode)
 			}
-			pk.waking = false
-			pk.mu.Unlock()
-			return
+			h.logger.Debug("parked poll failed", zap.String("channel", pk.x.a.channel), zap.Error(err))
 		}
-		pk.mu.Unlock()
-		pk.finish(w)
-		return
-	}
-}
-
-// answerFor is the answer for a wake-up with reason r, or nil when the
-// poll stays parked (it was woken but nothing is new for its cursor).
-func (pk *parkedPoll) answerFor(r poller.Reason) *bufferedResponse {
-	w := newBufferedResponse()
-	pk.mu.Lock()
-	cursor := pk.cursor
-	pk.mu.Unlock()
-	switch r {
-	case poller.Deleted:
-		setCursor(w, cursor)
-		writeError(w, http.StatusGone, "channel %q was deleted", pk.channel)
-		return w
-	case poller.Closed: // the client re-polls into whatever replaced the store
-		setCursor(w, cursor)
-		w.WriteHeader(http.StatusNotModified)
-		return w
-	}
-	// Published: the waiter has fired; read the store first, without
-	// holding again: after a publish it almost always has the message.
-	// Only when it has nothing new is the poll held again and the store
-	// read once more, so that nothing published meanwhile is missed.
-	pk.mu.Lock()
-	if pk.done {
-		pk.mu.Unlock()
-		return nil
-	}
-	if pk.waiter != nil {
-		pk.h.shared.poller.Release(pk.waiter)
-		pk.waiter = nil
-	}
-	pk.mu.Unlock()
-	for held := false; ; held = true {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		res, err := pk.h.shared.store.Since(ctx, pk.channel, cursor)
-		cancel()
-		switch {
-		case err != nil:
-			storeError(w, pk.h.logger, pk.channel, err)
-			return w
-		case len(res.Messages) > 0 || res.Gap:
-			pk.m.answered.Inc()
-			pk.h.answer(w, pk.channel, cursor, res)
-			return w
-		}
-		cursor = res.Cursor
-		pk.mu.Lock()
-		pk.cursor = cursor
-		if held || pk.done {
-			pk.mu.Unlock()
-			return nil // parked again
-		}
-		holdErr := pk.hold()
-		pk.mu.Unlock()
-		if holdErr != nil { // full or closing: answer now
-			setCursor(w, cursor)
-			w.WriteHeader(http.StatusNotModified)
-			return w
-		}
-	}
-}
-
-// finish writes w (if any) and closes the connection, once.
-func (pk *parkedPoll) finish(w *bufferedResponse) {
-	pk.mu.Lock()
-	defer pk.mu.Unlock()
-	if pk.done {
-		return
-	}
-	pk.done = true
-	pk.timer.Stop()
-	if pk.waiter != nil {
-		pk.h.shared.poller.Release(pk.waiter)
-		pk.waiter = nil
-	}
-	if w != nil {
-		pk.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		pk.conn.SetWriteDeadline(time.Now().Add(parkedWriteTimeout))
 		if _, err := pk.conn.Write(w.bytes(pk.head)); err != nil {
-			pk.h.logger.Debug("writing a parked poll's answer", zap.String("channel", pk.channel), zap.Error(err))
+			h.logger.Debug("writing a parked poll's answer", zap.String("channel", pk.x.a.channel), zap.Error(err))
 		}
 	}
-	if pk.token != 0 {
-		pk.h.shared.watcher.remove(pk.token)
-	}
+	h.shared.watch.Forget(pk.token)
 	pk.conn.Close()
+	h.shared.parked.remove(pk)
+}
+
+// parkedPolls is the registry of one store's parked polls. It owns the
+// goroutines that run their steps and write their answers; on process exit
+// and when the store closes, drain answers every parked poll (304) and
+// waits for those goroutines.
+type parkedPolls struct {
+	mu     sync.Mutex
+	polls  map[*parkedPoll]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func newParkedPolls() *parkedPolls { return &parkedPolls{polls: map[*parkedPoll]struct{}{}} }
+
+// start implements stepRunner.
+func (r *parkedPolls) start(f func()) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// add registers pk; false once the registry is draining.
+func (r *parkedPolls) add(pk *parkedPoll) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.polls[pk] = struct{}{}
+	return true
+}
+
+func (r *parkedPolls) remove(pk *parkedPoll) {
+	r.mu.Lock()
+	delete(r.polls, pk)
+	r.mu.Unlock()
+}
+
+// len is how many polls are parked.
+func (r *parkedPolls) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.polls)
+}
+
+// exit answers the parked polls when the process exits, as held polls are.
+func (r *parkedPolls) exit() { r.drain() }
+
+// drainWorkers answer parked polls at once when the registry drains.
+const drainWorkers = 8
+
+// drain refuses new parked polls, answers every parked one 304 and waits
+// until every goroutine of the registry has returned. Idempotent.
+func (r *parkedPolls) drain() {
+	r.mu.Lock()
+	r.closed = true
+	polls := make([]*parkedPoll, 0, len(r.polls))
+	for pk := range r.polls {
+		polls = append(polls, pk)
+	}
+	r.mu.Unlock()
+	var next atomic.Int64
+	var workers sync.WaitGroup
+	for range min(drainWorkers, len(polls)) {
+		workers.Go(func() {
+			for i := next.Add(1) - 1; i < int64(len(polls)); i = next.Add(1) - 1 {
+				// A poll whose step runs is answered by that step,
+				// which the registry waits for below.
+				polls[i].x.finish(evExit)
+			}
+		})
+	}
+	workers.Wait()
+	r.wg.Wait()
 }
 
 // bufferedResponse is an http.ResponseWriter that keeps the answer, for a

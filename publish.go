@@ -1,13 +1,11 @@
 package longpoll
 
 import (
-	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -52,7 +50,7 @@ type Publish struct {
 	// bodies get 413. Default 1MiB.
 	MaxSize int64 `json:"max_size,omitempty"`
 
-	allow  []netip.Prefix
+	allow  caddyhttp.MatchClientIP
 	token  string
 	shared *shared
 	logger *zap.Logger
@@ -79,13 +77,19 @@ func (h *Publish) Provision(ctx caddy.Context) error {
 	if len(allow) == 0 {
 		allow = []string{"127.0.0.0/8", "::1"}
 	}
-	h.allow = h.allow[:0]
+	// Caddy's client_ip matcher does the matching (trusted proxies, 0-RTT);
+	// the ranges are normalised first, so an IPv4-mapped IPv6 address in
+	// the list means the IPv4 address, as the client's is read.
+	h.allow = caddyhttp.MatchClientIP{}
 	for _, a := range allow {
 		pfx, err := parsePrefix(a)
 		if err != nil {
 			return fmt.Errorf("longpoll_publish: allow: %v", err)
 		}
-		h.allow = append(h.allow, pfx)
+		h.allow.Ranges = append(h.allow.Ranges, pfx.String())
+	}
+	if err := h.allow.Provision(ctx); err != nil {
+		return fmt.Errorf("longpoll_publish: allow: %v", err)
 	}
 	h.token = caddy.NewReplacer().ReplaceKnown(h.Token, "")
 	app, err := appOf(ctx)
@@ -96,21 +100,18 @@ func (h *Publish) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// parsePrefix reads an IP or a CIDR range.
+// parsePrefix reads an IP or a CIDR range, as Caddy's IP matchers do, with
+// an IPv4-mapped IPv6 address read as the IPv4 address.
 func parsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return p, fmt.Errorf("%q is not an IP address or CIDR range", s)
-		}
-		return p.Masked(), nil
+	p, err := caddyhttp.CIDRExpressionToPrefix(s)
+	if err != nil || strings.Contains(s, "%") {
+		return p, fmt.Errorf("%q is not an IP address or CIDR range", s)
 	}
-	ip, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR range", s)
+	if !strings.Contains(s, "/") {
+		ip := p.Addr().Unmap()
+		return netip.PrefixFrom(ip, ip.BitLen()), nil
 	}
-	ip = ip.Unmap()
-	return netip.PrefixFrom(ip, ip.BitLen()), nil
+	return p.Masked(), nil
 }
 
 // Validate checks the configuration.
@@ -124,87 +125,74 @@ func (h *Publish) Validate() error {
 	return nil
 }
 
-// ServeHTTP publishes, describes or deletes a channel. It never calls next.
+// ServeHTTP publishes (POST), describes (GET, HEAD) or deletes (DELETE) a
+// channel, after checking the client's address and token. It never calls
+// next.
 func (h *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	m := h.shared.metrics
-	reject := func(reason string, status int, format string, args ...any) error {
-		m.publishesRejected.WithLabelValues(reason).Inc()
-		h.logger.Debug("publish endpoint refused a request", zap.String("reason", reason), zap.Int("status", status))
-		return writeError(w, status, format, args...)
+	allowed, err := h.allow.MatchWithError(r)
+	if err != nil {
+		return err // 425: the TLS handshake is not complete
 	}
-	if !h.allowed(r) {
-		return reject("forbidden", http.StatusForbidden, "client address not allowed to publish")
+	if !allowed {
+		return h.reject(w, "forbidden", http.StatusForbidden, "client address not allowed to publish")
 	}
 	if h.token != "" && !h.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="longpoll"`)
-		return reject("unauthorized", http.StatusUnauthorized, "missing or wrong bearer token")
+		return h.reject(w, "unauthorized", http.StatusUnauthorized, "missing or wrong bearer token")
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	channel := repl.ReplaceKnown(h.Channel, "")
 	if err := store.ValidChannel(channel); err != nil {
-		return reject("bad_request", http.StatusBadRequest, "%v", err)
+		return h.reject(w, "bad_request", http.StatusBadRequest, "%v", err)
 	}
-	ctx := r.Context()
-	st, p := h.shared.store, h.shared.poller
-
 	switch r.Method {
 	case http.MethodPost:
+		return h.publish(w, r, channel)
 	case http.MethodGet, http.MethodHead:
-		info, err := st.Info(ctx, channel)
-		if err != nil {
-			m.publishesRejected.WithLabelValues("store").Inc()
-			return storeError(w, h.logger, channel, err)
-		}
-		return writeJSON(w, http.StatusOK, map[string]any{
-			"channel": info.Channel, "cursor": info.Cursor,
-			"messages": info.Messages, "subscribers": p.Waiting(channel),
-		})
+		return h.describe(w, r, channel)
 	case http.MethodDelete:
-		had, err := st.Delete(ctx, channel)
-		if err != nil {
-			m.publishesRejected.WithLabelValues("store").Inc()
-			return storeError(w, h.logger, channel, err)
-		}
-		n := p.Gone(channel)
-		h.logger.Debug("channel deleted", zap.String("channel", channel), zap.Int("held_polls", n))
-		return writeJSON(w, http.StatusOK, map[string]any{"channel": channel, "deleted": had, "subscribers": n})
+		return h.delete(w, r, channel)
 	default:
 		w.Header().Set("Allow", "GET, HEAD, POST, DELETE")
-		return reject("method", http.StatusMethodNotAllowed, "method %s not allowed: publish with POST", r.Method)
+		return h.reject(w, "method", http.StatusMethodNotAllowed, "method %s not allowed: publish with POST", r.Method)
 	}
+}
 
+// publish stores the request's body as one message on channel and wakes
+// the polls held on it.
+func (h *Publish) publish(w http.ResponseWriter, r *http.Request, channel string) error {
 	key := r.Header.Get("Idempotency-Key")
 	if len(key) > MaxIdempotencyKeyLen || strings.ContainsFunc(key, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
-		return reject("bad_request", http.StatusBadRequest, "Idempotency-Key must be at most %d bytes without control characters", MaxIdempotencyKeyLen)
+		return h.reject(w, "bad_request", http.StatusBadRequest, "Idempotency-Key must be at most %d bytes without control characters", MaxIdempotencyKeyLen)
 	}
 	if r.ContentLength > h.MaxSize {
-		return reject("too_large", http.StatusRequestEntityTooLarge, "message larger than max_size (%s)", humanize.IBytes(uint64(h.MaxSize)))
+		return h.reject(w, "too_large", http.StatusRequestEntityTooLarge, "message larger than max_size (%s)", humanize.IBytes(uint64(h.MaxSize)))
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxSize))
 	if err != nil {
 		if errors.As(err, new(*http.MaxBytesError)) {
-			return reject("too_large", http.StatusRequestEntityTooLarge, "message larger than max_size (%s)", humanize.IBytes(uint64(h.MaxSize)))
+			return h.reject(w, "too_large", http.StatusRequestEntityTooLarge, "message larger than max_size (%s)", humanize.IBytes(uint64(h.MaxSize)))
 		}
-		return reject("bad_request", http.StatusBadRequest, "reading body: %v", err)
+		return h.reject(w, "bad_request", http.StatusBadRequest, "reading body: %v", err)
 	}
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
 	if isJSONType(ct) && !json.Valid(body) {
-		return reject("bad_request", http.StatusBadRequest, "body is not valid JSON but Content-Type is %s", ct)
+		return h.reject(w, "bad_request", http.StatusBadRequest, "body is not valid JSON but Content-Type is %s", ct)
 	}
 
-	msg, dup, err := st.Append(ctx, channel, store.Message{Type: ct, Data: body}, key)
+	m := h.shared.metrics
+	msg, dup, err := h.shared.store.Append(r.Context(), channel, store.Message{Type: ct, Data: body}, key)
 	if err != nil {
-		m.publishesRejected.WithLabelValues("store").Inc()
-		return storeError(w, h.logger, channel, err)
+		return h.storeFailed(w, fmt.Errorf("publishing to %q: %w", channel, err))
 	}
 	woken := 0
 	if dup {
 		w.Header().Set("Idempotent-Replayed", "true")
 	} else {
-		woken = p.Wake(channel)
+		woken = h.shared.poller.Wake(channel)
 		m.published.Inc()
 	}
 	h.logger.Debug("published", zap.String("channel", channel), zap.String("id", msg.ID),
@@ -214,23 +202,40 @@ func (h *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	})
 }
 
-// allowed reports whether the client address is on the allow list.
-func (h *Publish) allowed(r *http.Request) bool {
-	addr, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	if addr == "" {
-		addr, _, _ = net.SplitHostPort(r.RemoteAddr)
-	}
-	ip, err := netip.ParseAddr(addr)
+// describe answers with channel's cursor, retained messages and held polls.
+func (h *Publish) describe(w http.ResponseWriter, r *http.Request, channel string) error {
+	info, err := h.shared.store.Info(r.Context(), channel)
 	if err != nil {
-		return false
+		return h.storeFailed(w, fmt.Errorf("describing %q: %w", channel, err))
 	}
-	ip = ip.Unmap().WithZone("")
-	for _, p := range h.allow {
-		if p.Contains(ip) {
-			return true
-		}
+	return writeJSON(w, http.StatusOK, map[string]any{
+		"channel": info.Channel, "cursor": info.Cursor,
+		"messages": info.Messages, "subscribers": h.shared.poller.Waiting(channel),
+	})
+}
+
+// delete drops channel; its held polls are answered 410.
+func (h *Publish) delete(w http.ResponseWriter, r *http.Request, channel string) error {
+	had, err := h.shared.store.Delete(r.Context(), channel)
+	if err != nil {
+		return h.storeFailed(w, fmt.Errorf("deleting %q: %w", channel, err))
 	}
-	return false
+	n := h.shared.poller.Gone(channel)
+	h.logger.Debug("channel deleted", zap.String("channel", channel), zap.Int("held_polls", n))
+	return writeJSON(w, http.StatusOK, map[string]any{"channel": channel, "deleted": had, "subscribers": n})
+}
+
+// reject answers a refused request with the contract's JSON error.
+func (h *Publish) reject(w http.ResponseWriter, reason string, status int, format string, args ...any) error {
+	h.shared.metrics.publishesRejected.WithLabelValues(reason).Inc()
+	h.logger.Debug("publish endpoint refused a request", zap.String("reason", reason), zap.Int("status", status))
+	return writeError(w, status, format, args...)
+}
+
+// storeFailed returns a store failure to Caddy's error handling.
+func (h *Publish) storeFailed(w http.ResponseWriter, err error) error {
+	h.shared.metrics.publishesRejected.WithLabelValues("store").Inc()
+	return storeFailure(w.Header(), err)
 }
 
 // authorized reports whether the request carries the bearer token.
@@ -238,22 +243,6 @@ func (h *Publish) authorized(r *http.Request) bool {
 	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	return ok && strings.EqualFold(scheme, "Bearer") &&
 		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(h.token)) == 1
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) error {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return err
-	}
-	hdr := w.Header()
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Cache-Control", "no-store")
-	hdr.Set("Content-Length", fmt.Sprint(b.Len()))
-	w.WriteHeader(status)
-	_, err := w.Write(b.Bytes())
-	return err
 }
 
 // Interface guards

@@ -82,6 +82,11 @@ func TestRedisCaddyfileAdapts(t *testing.T) {
 	caddytest.AssertLoadError(t, fmt.Sprintf(`{"admin": {"listen": "localhost:%d"}, "apps": {"longpoll": {"store": {"type": "redis", "tls": {"ca": "/nonexistent.pem"}}}}}`, adminPort), "json", "reading tls ca")
 }
 
+// reportErrors is a site's handle_errors that shows the error it got.
+const reportErrors = `handle_errors {
+		respond "handled {err.status_code}: {err.message}"
+	}`
+
 // The HTTP contract holds with the Redis store in an in-process Caddy, and
 // the password comes from an {env.*} placeholder.
 func TestRedisStoreThroughCaddy(t *testing.T) {
@@ -91,7 +96,7 @@ func TestRedisStoreThroughCaddy(t *testing.T) {
 	}
 	t.Setenv("LONGPOLL_TEST_REDIS_PASSWORD", "pw-from-env")
 	s := start(t, fmt.Sprintf("longpoll {\n\t\tstore redis {\n\t\t\taddress %s\n\t\t\tpassword {env.LONGPOLL_TEST_REDIS_PASSWORD}\n\t\t\tbuffer 3\n\t\t}\n\t}", srv.Addr()),
-		"longpoll /poll/*", "longpoll_publish /publish/*")
+		"longpoll /poll/*\n\t"+reportErrors, "longpoll_publish /publish/*\n\t"+reportErrors)
 	checkLeaks(t, s)
 
 	cursor := s.info("c")["cursor"].(string)
@@ -139,9 +144,14 @@ func TestRedisStoreThroughCaddy(t *testing.T) {
 	held := s.pollAsync(context.Background(), s.poll+"/poll/d?since="+last)
 	s.waitHeld("d", 1)
 	srv.Kill()
+	// Store failures reach the site's handle_errors (reportErrors).
 	r = s.must("POST", s.pub+"/publish/d", "x")
-	if r.status != 503 || r.header.Get("Retry-After") == "" || !strings.Contains(r.body, "store unavailable") {
+	if r.status != 503 || r.header.Get("Retry-After") == "" || !strings.Contains(r.body, `handled 503: publishing to "d": store unavailable`) {
 		t.Fatalf("publish with Redis down: %d %v %s", r.status, r.header, r.body)
+	}
+	r = s.must("GET", s.poll+"/poll/d?since="+cursor, "")
+	if r.status != 503 || r.header.Get("Retry-After") == "" || !strings.Contains(r.body, `handled 503: polling "d": store unavailable`) {
+		t.Fatalf("poll with Redis down: %d %v %s", r.status, r.header, r.body)
 	}
 	select {
 	case r := <-held:

@@ -1,0 +1,73 @@
+package connwatch
+
+import (
+	"net"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// pair returns the two ends of a loopback TCP connection.
+func pair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	return server, client
+}
+
+func TestWatcherReportsClientGoneOnceAndStopsCleanly(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	epoll, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, w := range map[string]Watcher{"best": epoll, "fallback": NewFallback()} {
+		t.Run(name, func(t *testing.T) {
+			// A client that closes is reported, once.
+			srv, cli := pair(t)
+			gone := make(chan struct{}, 2)
+			w.Watch(srv, func() { gone <- struct{}{} })
+			cli.Close()
+			<-gone
+			srv.Close()
+
+			// A client that sends something is reported too.
+			srv, cli = pair(t)
+			w.Watch(srv, func() { gone <- struct{}{} })
+			cli.Write([]byte("x"))
+			<-gone
+			srv.Close()
+			cli.Close()
+
+			// A forgotten connection closed by the server side: the
+			// watcher lets go of it (Close below would wait forever on
+			// the fallback's goroutine otherwise).
+			srv, cli = pair(t)
+			tok := w.Watch(srv, func() {})
+			w.Forget(tok)
+			srv.Close()
+			cli.Close()
+			w.Forget(tok) // twice: harmless
+			if len(gone) != 0 {
+				t.Fatalf("gone called %d times too many", len(gone))
+			}
+		})
+		w.Close()
+	}
+}

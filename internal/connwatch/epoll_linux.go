@@ -1,0 +1,136 @@
+package connwatch
+
+import (
+	"net"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// epollWatcher watches every connection with one epoll set and one
+// goroutine. A connection without a file descriptor goes to the fallback.
+type epollWatcher struct {
+	epfd, evfd int
+	done       chan struct{} // closed when loop returns
+	fallback   *readWatcher
+
+	mu     sync.Mutex
+	gone   map[Token]func()
+	next   Token
+	closed bool
+}
+
+// Tokens of the fallback have this bit set, so Forget knows where to look.
+const fallbackBit = Token(1) << 63
+
+func newWatcher() (Watcher, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	// Token 0 is the eventfd that Close writes to.
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN}); err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, err
+	}
+	w := &epollWatcher{epfd: epfd, evfd: evfd, done: make(chan struct{}),
+		fallback: NewFallback().(*readWatcher), gone: map[Token]func(){}}
+	go w.loop()
+	return w, nil
+}
+
+func (w *epollWatcher) Watch(conn net.Conn, gone func()) Token {
+	if t, ok := w.watch(conn, gone); ok {
+		return t
+	}
+	return w.fallback.Watch(conn, gone) | fallbackBit
+}
+
+func (w *epollWatcher) watch(conn net.Conn, gone func()) (Token, bool) {
+	sc, ok := netConn(conn).(syscall.Conn)
+	if !ok {
+		return 0, false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return 0, false
+	}
+	w.next++
+	t := w.next
+	var ctlErr error
+	err = raw.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
+			Fd: int32(uint32(t)), Pad: int32(uint32(t >> 32))}
+		ctlErr = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	if err != nil || ctlErr != nil {
+		return 0, false
+	}
+	w.gone[t] = gone
+	return t, true
+}
+
+// Forget drops t; closing the descriptor takes it out of the epoll set.
+func (w *epollWatcher) Forget(t Token) {
+	if t&fallbackBit != 0 {
+		w.fallback.Forget(t &^ fallbackBit)
+		return
+	}
+	w.mu.Lock()
+	delete(w.gone, t)
+	w.mu.Unlock()
+}
+
+func (w *epollWatcher) loop() {
+	defer close(w.done)
+	events := make([]unix.EpollEvent, 128)
+	for {
+		n, err := unix.EpollWait(w.epfd, events, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		for _, ev := range events[:n] {
+			t := Token(uint32(ev.Fd)) | Token(uint32(ev.Pad))<<32
+			if t == 0 {
+				return // Close
+			}
+			w.mu.Lock()
+			f := w.gone[t]
+			delete(w.gone, t)
+			w.mu.Unlock()
+			if f != nil {
+				f()
+			}
+		}
+	}
+}
+
+func (w *epollWatcher) Close() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.closed = true
+	w.mu.Unlock()
+	unix.Write(w.evfd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	<-w.done
+	unix.Close(w.epfd)
+	unix.Close(w.evfd)
+	w.fallback.Close()
+}

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package connwatch
+
+func newWatcher() (Watcher, error) { return NewFallback(), nil }
