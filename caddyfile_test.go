@@ -1,8 +1,13 @@
 package longpoll_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -10,229 +15,84 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
-// The Caddyfile from the README, option for option.
-const readmeCaddyfile = `{
-	longpoll {
-		store memory {
-			buffer 100 # messages kept per channel (default 100)
-			ttl 1h # how long a message is kept (default 1h)
-		}
-		max_held 100000 # held polls at once, all channels (503 + Retry-After beyond)
-	}
-}
+// update rewrites the JSON half of every golden file with what its Caddyfile
+// adapts to; read the result with git diff before committing it.
+var update = flag.Bool("update", false, "rewrite the JSON in testdata/*.caddyfiletest with what each Caddyfile adapts to")
 
-:8080 {
-	longpoll /chat/poll {
-		channel chat-{query.chat_id} # a placeholder template; default {http.request.uri.path.file}
-		timeout 30s # default 30s
-		format json # json (default) or raw
-		cursor_param since # query parameter carrying the cursor (default since)
-	}
-	reverse_proxy localhost:8000 # the app; it never sees a held poll
-}
-
-http://127.0.0.1:8081 {
-	longpoll_publish /publish/* {
-		channel {file} # default {http.request.uri.path.file}
-		allow 127.0.0.1/8 ::1 # client addresses allowed to publish (default: loopback only)
-		token {env.LONGPOLL_TOKEN} # optional: then Authorization: Bearer <token> is required
-		max_size 1MiB # larger bodies get 413 (default 1MiB)
-	}
-}
-`
-
-func TestCaddyfileAdaptsEveryOption(t *testing.T) {
-	caddytest.AssertAdapt(t, readmeCaddyfile, "caddyfile", `{
-	"apps": {
-		"http": {
-			"servers": {
-				"srv0": {
-					"listen": [
-						":8080"
-					],
-					"routes": [
-						{
-							"match": [
-								{
-									"path": [
-										"/chat/poll"
-									]
-								}
-							],
-							"handle": [
-								{
-									"channel": "chat-{http.request.uri.query.chat_id}",
-									"cursor_param": "since",
-									"format": "json",
-									"handler": "longpoll",
-									"timeout": 30000000000
-								}
-							]
-						},
-						{
-							"handle": [
-								{
-									"handler": "reverse_proxy",
-									"upstreams": [
-										{
-											"dial": "localhost:8000"
-										}
-									]
-								}
-							]
-						}
-					]
-				},
-				"srv1": {
-					"listen": [
-						":8081"
-					],
-					"routes": [
-						{
-							"match": [
-								{
-									"host": [
-										"127.0.0.1"
-									]
-								}
-							],
-							"handle": [
-								{
-									"handler": "subroute",
-									"routes": [
-										{
-											"handle": [
-												{
-													"allow": [
-														"127.0.0.1/8",
-														"::1"
-													],
-													"channel": "{http.request.uri.path.file}",
-													"handler": "longpoll_publish",
-													"max_size": 1048576,
-													"token": "{env.LONGPOLL_TOKEN}"
-												}
-											],
-											"match": [
-												{
-													"path": [
-														"/publish/*"
-													]
-												}
-											]
-										}
-									]
-								}
-							],
-							"terminal": true
-						}
-					],
-					"automatic_https": {
-						"skip": [
-							"127.0.0.1"
-						]
-					}
-				}
-			}
-		},
-		"longpoll": {
-			"store": {
-				"buffer": 100,
-				"ttl": 3600000000000,
-				"type": "memory"
-			},
-			"max_held": 100000
-		}
-	}
-}`)
-}
-
-func TestCaddyfileDefaultsAndRawFormat(t *testing.T) {
-	caddytest.AssertAdapt(t, ":8080 {\n\tlongpoll\n\tlongpoll_publish /pub/* {\n\t\tallow 10.0.0.0/8\n\t\tallow 192.0.2.1\n\t}\n\tlongpoll /raw/* {\n\t\tformat raw\n\t}\n}\n", "caddyfile", `{
-	"apps": {
-		"http": {
-			"servers": {
-				"srv0": {
-					"listen": [
-						":8080"
-					],
-					"routes": [
-						{
-							"match": [
-								{
-									"path": [
-										"/pub/*"
-									]
-								}
-							],
-							"handle": [
-								{
-									"allow": [
-										"10.0.0.0/8",
-										"192.0.2.1"
-									],
-									"handler": "longpoll_publish"
-								}
-							]
-						},
-						{
-							"match": [
-								{
-									"path": [
-										"/raw/*"
-									]
-								}
-							],
-							"handle": [
-								{
-									"format": "raw",
-									"handler": "longpoll"
-								}
-							]
-						},
-						{
-							"handle": [
-								{
-									"handler": "longpoll"
-								}
-							]
-						}
-					]
-				}
-			}
-		}
-	}
-}`)
-}
-
-// Both directives sort after auth and before the terminal handlers, with no
-// order line; publish before poll, so a publish path works beside a
-// catch-all poll.
-func TestDirectivesAreOrderedBeforeRespond(t *testing.T) {
-	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(`:8080 {
-	reverse_proxy localhost:9
-	respond /x "x"
-	longpoll /poll
-	longpoll_publish /pub
-	basic_auth /poll {
-		u $2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG
-	}
-}`), nil)
+// Each testdata/*.caddyfiletest is one feature: a Caddyfile, a line
+// "----------", and the JSON it adapts to, as in Caddy's own
+// caddytest/integration/caddyfile_adapt. The JSON holds what the parser
+// writes, not the defaults that Provision fills in later.
+func TestCaddyfileAdaptsAsGoldenFiles(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "*.caddyfiletest"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(out)
-	idx := func(handler string) int {
-		i := strings.Index(s, `"handler":"`+handler+`"`)
-		if i < 0 {
-			t.Fatalf("%s missing from %s", handler, s)
-		}
-		return i
+	if len(files) == 0 {
+		t.Fatal("no testdata/*.caddyfiletest")
 	}
-	auth, lp, pub, respond, proxy := idx("authentication"), idx("longpoll"), idx("longpoll_publish"), idx("static_response"), idx("reverse_proxy")
-	if !(auth < pub && pub < lp && lp < respond && respond < proxy) {
-		t.Fatalf("order: authentication %d, longpoll %d, longpoll_publish %d, respond %d, reverse_proxy %d", auth, lp, pub, respond, proxy)
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".caddyfiletest"), func(t *testing.T) {
+			caddyfile, want := readGolden(t, file)
+			if *update {
+				out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got bytes.Buffer
+				if err := json.Indent(&got, out, "", "\t"); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(file, []byte(caddyfile+goldenSeparator+got.String()+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			// CompareAdapt prints the diff (- golden, + adapted) and logs
+			// warnings, such as the README block's not being caddy fmt's layout.
+			if !caddytest.CompareAdapt(t, file, caddyfile, "caddyfile", want) {
+				t.Errorf("%s: the Caddyfile does not adapt to the JSON below its ---------- line", file)
+			}
+		})
 	}
+}
+
+// The README's Caddyfile reference block is the Caddyfile of
+// testdata/readme.caddyfiletest, so every option the README shows is adapted
+// and checked.
+func TestCaddyfileReadmeReferenceIsAGoldenFile(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok1 := strings.Cut(string(readme), "## Caddyfile reference")
+	_, block, ok2 := strings.Cut(section, "```caddyfile\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok1 || !ok2 || !ok3 {
+		t.Fatal("README.md has no ```caddyfile block under ## Caddyfile reference")
+	}
+	caddyfile, _ := readGolden(t, filepath.Join("testdata", "readme.caddyfiletest"))
+	if got := strings.TrimSpace(block) + "\n"; got != caddyfile {
+		t.Errorf("the README's Caddyfile reference block is not testdata/readme.caddyfiletest's Caddyfile:\n%s\nwant:\n%s", got, caddyfile)
+	}
+}
+
+// goldenSeparator is the line between a golden file's Caddyfile and its JSON.
+const goldenSeparator = "----------\n"
+
+// readGolden splits a golden file into its Caddyfile (ending in one newline,
+// as caddy fmt writes it) and its JSON.
+func readGolden(t *testing.T, file string) (caddyfile, jsonOut string) {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caddyfile, jsonOut, ok := strings.Cut(string(data), "\n"+goldenSeparator)
+	if !ok {
+		t.Fatalf("%s: no line %q between the Caddyfile and the JSON", file, strings.TrimSpace(goldenSeparator))
+	}
+	return strings.TrimSpace(caddyfile) + "\n", strings.TrimSpace(jsonOut)
 }
 
 func TestCaddyfileRejectsBadOptionsWithLineNumbers(t *testing.T) {
