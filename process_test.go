@@ -48,8 +48,15 @@ func buildCaddy(t *testing.T) string {
 }
 
 // When the Caddy process exits (SIGINT, caddy stop), held polls are answered
-// 304 at once, instead of holding the exit for their timeout.
+// 304 at once, instead of holding the exit for their timeout; parked polls
+// too.
 func TestProcessExitAnswersHeldPolls(t *testing.T) {
+	for name, park := range map[string]string{"held": "", "parked": "park"} {
+		t.Run(name, func(t *testing.T) { processExitAnswersPolls(t, park) })
+	}
+}
+
+func processExitAnswersPolls(t *testing.T, park string) {
 	bin := buildCaddy(t)
 	ports := freePorts(t, 2)
 	pp, bp := ports[0], ports[1]
@@ -61,12 +68,13 @@ func TestProcessExitAnswersHeldPolls(t *testing.T) {
 http://127.0.0.1:%d {
 	longpoll /poll/* {
 		timeout 1h
+		%s
 	}
 }
 http://127.0.0.1:%d {
 	longpoll_publish /publish/*
 }
-`, pp, bp)), 0o644)
+`, pp, park, bp)), 0o644)
 	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
