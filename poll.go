@@ -9,8 +9,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
-
-	"github.com/caddy-longpoll/longpoll/store"
 )
 
 // Defaults of the poll handler.
@@ -129,9 +127,8 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 		w.Header().Set("Allow", "GET, HEAD")
 		return writeError(w, http.StatusMethodNotAllowed, "method %s not allowed: poll with GET", r.Method)
 	}
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	channel := repl.ReplaceKnown(h.Channel, "")
-	if err := store.ValidChannel(channel); err != nil {
+	channel, err := channelOf(r, h.Channel)
+	if err != nil {
 		m.pollsRejected.WithLabelValues("bad_channel").Inc()
 		return writeError(w, http.StatusBadRequest, "%v", err)
 	}

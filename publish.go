@@ -140,9 +140,8 @@ func (h *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		w.Header().Set("WWW-Authenticate", `Bearer realm="longpoll"`)
 		return h.reject(w, "unauthorized", http.StatusUnauthorized, "missing or wrong bearer token")
 	}
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	channel := repl.ReplaceKnown(h.Channel, "")
-	if err := store.ValidChannel(channel); err != nil {
+	channel, err := channelOf(r, h.Channel)
+	if err != nil {
 		return h.reject(w, "bad_request", http.StatusBadRequest, "%v", err)
 	}
 	switch r.Method {

@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-longpoll/longpoll/poller"
@@ -62,6 +63,20 @@ func withoutEncoding(c string) (string, bool) {
 		}
 	}
 	return c, false
+}
+
+// channelOf expands a channel template (placeholders such as
+// {http.request.uri.query.room}) with the request's replacer and checks the
+// result: a known placeholder with no value (a missing query parameter)
+// becomes "", so a template naming only that is refused; a placeholder
+// Caddy does not know is kept as written.
+func channelOf(r *http.Request, template string) (string, error) {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	channel := repl.ReplaceKnown(template, "")
+	if err := store.ValidChannel(channel); err != nil {
+		return "", err
+	}
+	return channel, nil
 }
 
 // cursorOf finds a poll's cursor: the query parameter param, else
