@@ -142,13 +142,6 @@ func (r *parkedPolls) remove(pk *parkedPoll) {
 	r.mu.Unlock()
 }
 
-// len is how many polls are parked.
-func (r *parkedPolls) len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.polls)
-}
-
 // exit answers the parked polls when the process exits, as held polls are.
 func (r *parkedPolls) exit() { r.drain() }
 
