@@ -1,6 +1,7 @@
 package longpoll
 
 import (
+	"encoding/json"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -106,6 +107,9 @@ func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		format       json|raw     # default json
 //		cursor_param <name>       # default since
 //		park                      # HTTP/1.x: park waiting polls' connections (see Poll.Park)
+//		auth <method> {           # who may poll which channel, e.g. auth jwt (see JWTAuth)
+//			...
+//		}
 //	}
 func parsePoll(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	p := new(Poll)
@@ -143,6 +147,12 @@ func parsePoll(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 				return nil, h.ArgErr()
 			}
 			p.Park = true
+		case "auth":
+			raw, err := parseAuth(h.Dispenser)
+			if err != nil {
+				return nil, err
+			}
+			p.AuthRaw = raw
 		default:
 			return nil, h.Errf("unrecognized longpoll option %q", h.Val())
 		}
@@ -157,6 +167,9 @@ func parsePoll(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		allow    <ip|cidr...>      # default 127.0.0.1/8 ::1; repeatable
 //		token    <token>           # then Authorization: Bearer <token> is required
 //		max_size <size>            # default 1MiB
+//		auth <method> {            # publishing with grants, e.g. auth jwt (see JWTAuth)
+//			...
+//		}
 //	}
 func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	p := new(Publish)
@@ -185,6 +198,12 @@ func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 			if !h.AllArgs(&p.Token) {
 				return nil, h.ArgErr()
 			}
+		case "auth":
+			raw, err := parseAuth(h.Dispenser)
+			if err != nil {
+				return nil, err
+			}
+			p.AuthRaw = raw
 		case "max_size":
 			var s string
 			if !h.AllArgs(&s) {
@@ -200,6 +219,23 @@ func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 		}
 	}
 	return p, nil
+}
+
+// parseAuth parses "auth <method> { ... }" into the JSON of the
+// longpoll.auth module it names.
+func parseAuth(d *caddyfile.Dispenser) (json.RawMessage, error) {
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "longpoll.auth."+name)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := unm.(Authorizer); !ok {
+		return nil, d.Errf("module longpoll.auth.%s is not an authorizer", name)
+	}
+	return caddyconfig.JSONModuleObject(unm, "method", name, nil), nil
 }
 
 // intArg reads one integer argument of at least least.

@@ -179,7 +179,54 @@ func TestJSONConfigWorksAndIsValidated(t *testing.T) {
 		{`"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [{"handler": "longpoll", "format": "xml"}]}]}}}`, "format must be json or raw"},
 		{`"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [{"handler": "longpoll_publish", "allow": ["nowhere"]}]}]}}}`, "is not an IP address or CIDR range"},
 		{`"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [{"handler": "longpoll_publish", "token": "{env.LONGPOLL_UNSET_FOR_TEST}"}]}]}}}`, "token"},
+		{`"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [{"handler": "longpoll", "auth": {"method": "jwt", "keys": [{"file": "/nonexistent/app.pem"}]}}]}]}}}`, "auth jwt: keys[0]: open /nonexistent/app.pem"},
+		{`"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [{"handler": "longpoll", "auth": {"method": "jwt"}}]}]}}}`, "auth jwt: no keys"},
+		{`"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [{"handler": "longpoll_publish", "auth": {"method": "jwt", "keys": [{"secret": "{env.LONGPOLL_UNSET_FOR_TEST}"}]}}]}]}}}`, "is empty once its placeholders are replaced"},
+		{`"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [{"handler": "longpoll", "auth": {"method": "jwt", "keys": [{"secret": "0123456789abcdef0123456789abcdef", "file": "x.pem"}]}}]}]}}}`, "a secret or a file, not both"},
 	} {
 		caddytest.AssertLoadError(t, fmt.Sprintf(`{"admin": {"listen": "localhost:%d"}, "apps": {%s}}`, adminPort, bad.cfg), "json", bad.says)
+	}
+}
+
+// auth jwt reads its keys while the Caddyfile is adapted, so a bad key is
+// an error with its line.
+func TestCaddyfileRefusesBadKeysWithLineNumbers(t *testing.T) {
+	dir := t.TempDir()
+	private := filepath.Join(dir, "private.pem")
+	if err := os.WriteFile(private, []byte("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIG8ZKN0tf3ijL4jUnsPL0AlTg7k1Zb8Yo1iTUmyjA7AV\n-----END PRIVATE KEY-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("LP_TEST_EMPTY", "")
+	t.Setenv("LP_TEST_SHORT", "short")
+	site := func(lines ...string) string {
+		return ":80 {\n\tlongpoll {\n\t\tauth jwt {\n\t\t\t" + strings.Join(lines, "\n\t\t\t") + "\n\t\t}\n\t}\n}\n"
+	}
+	for _, tc := range []struct {
+		name, src string
+		line      int
+		says      string
+	}{
+		{"missing key_file", site("key_file " + filepath.Join(dir, "nope.pem")), 4, "no such file"},
+		{"private key", site("key_file " + private), 4, "is a PRIVATE KEY: give the public key"},
+		{"not PEM", site("key_file caddyfile_test.go"), 4, "no PEM block"},
+		{"empty secret", site("key {env.LP_TEST_EMPTY}"), 4, `secret "{env.LP_TEST_EMPTY}" is empty once its placeholders are replaced`},
+		{"short secret", site("key {env.LP_TEST_SHORT}"), 4, "HMAC secret is 5 bytes, want at least 32"},
+		{"same kid twice", site("key_file testdata/keys/app-ed25519.pem k", "key 0123456789abcdef0123456789abcdef k"), 5, `same kid "k"`},
+		{"same key twice", site("key_file testdata/keys/app-ed25519.pem", "key_file testdata/keys/app-ed25519.pem"), 5, "same kid"},
+		{"no keys", site("cookie lp_grant"), 3, "needs at least one key or key_file"},
+		{"key with three args", site("key a b c"), 4, "wrong argument count"},
+		{"bad leeway", site("key_file testdata/keys/app-ed25519.pem", "leeway soon"), 5, "leeway must be a duration"},
+		{"unknown option", site("key_file testdata/keys/app-ed25519.pem", "issuer me"), 5, `unrecognized auth jwt option "issuer"`},
+		{"unknown method", ":80 {\n\tlongpoll {\n\t\tauth basic\n\t}\n}\n", 3, "longpoll.auth.basic"},
+		{"auth without method", ":80 {\n\tlongpoll_publish {\n\t\tauth\n\t}\n}\n", 3, "wrong argument count"},
+	} {
+		_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(tc.src), nil)
+		if err == nil {
+			t.Errorf("%s: adapted without error", tc.name)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.says) || !strings.Contains(err.Error(), fmt.Sprintf("Caddyfile:%d", tc.line)) {
+			t.Errorf("%s: error %q; want line %d and %q", tc.name, err, tc.line, tc.says)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package longpoll
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"sync"
@@ -9,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/caddy-longpoll/longpoll/grant"
 )
 
 // Defaults of the poll handler.
@@ -52,6 +55,14 @@ type Poll struct {
 	// Default off.
 	Park bool `json:"park,omitempty"`
 
+	// AuthRaw decides who may poll which channel: a module of the
+	// longpoll.auth namespace, such as {"method": "jwt", ...} (signed
+	// channel grants). Default: anyone who reaches the route may poll any
+	// channel.
+	AuthRaw json.RawMessage `json:"auth,omitempty" caddy:"namespace=longpoll.auth inline_key=method"`
+
+	auth Authorizer
+
 	shared   *shared
 	answerer answerer
 	logger   *zap.Logger
@@ -80,6 +91,13 @@ func (h *Poll) Provision(ctx caddy.Context) error {
 	}
 	if h.CursorParam == "" {
 		h.CursorParam = DefaultCursorParam
+	}
+	if h.AuthRaw != nil {
+		mod, err := ctx.LoadModule(h, "AuthRaw")
+		if err != nil {
+			return fmt.Errorf("longpoll: auth: %v", err)
+		}
+		h.auth = mod.(Authorizer)
 	}
 	app, err := appOf(ctx)
 	if err != nil {
@@ -131,6 +149,15 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 	if err != nil {
 		m.pollsRejected.WithLabelValues("bad_channel").Inc()
 		return writeError(w, http.StatusBadRequest, "%v", err)
+	}
+	if h.auth != nil {
+		sub, err := h.auth.Authorize(r, grant.Poll, channel)
+		if err != nil {
+			reason, err := refuse(w, err)
+			m.pollsRejected.WithLabelValues(reason).Inc()
+			h.logger.Debug("poll refused", zap.String("channel", channel), zap.String("sub", sub), zap.String("reason", reason))
+			return err
+		}
 	}
 	cursor, err := cursorOf(r, h.CursorParam)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"go.uber.org/zap"
 
+	"github.com/caddy-longpoll/longpoll/grant"
 	"github.com/caddy-longpoll/longpoll/store"
 )
 
@@ -46,11 +47,19 @@ type Publish struct {
 	// once at load; a token that expands to nothing is a config error.
 	Token string `json:"token,omitempty"`
 
+	// AuthRaw lets apps publish with signed grants (claim "publish":
+	// channel patterns), as an alternative to Token: a module of the
+	// longpoll.auth namespace, such as {"method": "jwt", ...}. Several apps
+	// can then share one endpoint, each limited to its own channels. With
+	// both set, the static token may publish to any channel.
+	AuthRaw json.RawMessage `json:"auth,omitempty" caddy:"namespace=longpoll.auth inline_key=method"`
+
 	// MaxSize is the largest message body accepted, in bytes; larger
 	// bodies get 413. Default 1MiB.
 	MaxSize int64 `json:"max_size,omitempty"`
 
 	allow  caddyhttp.MatchClientIP
+	auth   Authorizer
 	token  string
 	shared *shared
 	logger *zap.Logger
@@ -92,6 +101,13 @@ func (h *Publish) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("longpoll_publish: allow: %v", err)
 	}
 	h.token = caddy.NewReplacer().ReplaceKnown(h.Token, "")
+	if h.AuthRaw != nil {
+		mod, err := ctx.LoadModule(h, "AuthRaw")
+		if err != nil {
+			return fmt.Errorf("longpoll_publish: auth: %v", err)
+		}
+		h.auth = mod.(Authorizer)
+	}
 	app, err := appOf(ctx)
 	if err != nil {
 		return err
@@ -126,8 +142,8 @@ func (h *Publish) Validate() error {
 }
 
 // ServeHTTP publishes (POST), describes (GET, HEAD) or deletes (DELETE) a
-// channel, after checking the client's address and token. It never calls
-// next.
+// channel, after checking the client's address, then its token or grant.
+// It never calls next.
 func (h *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	allowed, err := h.allow.MatchWithError(r)
 	if err != nil {
@@ -136,13 +152,22 @@ func (h *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if !allowed {
 		return h.reject(w, "forbidden", http.StatusForbidden, "client address not allowed to publish")
 	}
-	if h.token != "" && !h.authorized(r) {
+	tokenOK := h.token != "" && h.authorized(r)
+	if h.token != "" && !tokenOK && h.auth == nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="longpoll"`)
 		return h.reject(w, "unauthorized", http.StatusUnauthorized, "missing or wrong bearer token")
 	}
 	channel, err := channelOf(r, h.Channel)
 	if err != nil {
 		return h.reject(w, "bad_request", http.StatusBadRequest, "%v", err)
+	}
+	if h.auth != nil && !tokenOK {
+		if sub, err := h.auth.Authorize(r, grant.Publish, channel); err != nil {
+			reason, err := refuse(w, err)
+			h.shared.metrics.publishesRejected.WithLabelValues(reason).Inc()
+			h.logger.Debug("publish endpoint refused a request", zap.String("channel", channel), zap.String("sub", sub), zap.String("reason", reason))
+			return err
+		}
 	}
 	switch r.Method {
 	case http.MethodPost:
