@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side: this plugin, Nchan and Pushpin, same machine, same run, same
-# load tool (cmd/lpload). Servers are pinned to CPU 0, the load to CPU 1.
+# load tool (bench/lpload). Servers are pinned to CPU 0, the load to CPU 1.
 #
 #   bash bench/compare.sh                 # from the repository root; as root for apt-get
 #   N=5000 T=5s bash bench/compare.sh     # smaller run
@@ -35,7 +35,7 @@ ulimit -n "$(ulimit -Hn)"
 
 echo "== building ./caddy, ./lpload and the bare-Caddy floor (bench/barecaddy)"
 go run ./cmd/build-caddy >/dev/null 2>&1
-go build -o lpload ./cmd/lpload
+go build -o lpload ./bench/lpload
 go build -o barecaddy ./bench/barecaddy
 mkdir -p bench/results
 out=bench/results/compare-$(date -u +%Y%m%dT%H%M%SZ).jsonl
