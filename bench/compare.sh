@@ -7,7 +7,7 @@
 #   SERVERS="longpoll nchan" bash bench/compare.sh
 #
 # Installs nginx + libnginx-mod-nchan and pushpin (+ zurl) from Debian when
-# missing. Configs: bench/Caddyfile, bench/nchan/nginx.conf,
+# missing and in SERVERS. Configs: bench/Caddyfile, bench/nchan/nginx.conf,
 # bench/pushpin/pushpin.conf (+ routes; the GRIP origin is lpload grip-origin,
 # pinned with the servers). Results: one JSON line per scenario in
 # bench/results/compare-<date>.jsonl, and a table at the end.
@@ -21,12 +21,17 @@ REPEAT=${REPEAT:-3}      # fanout, throughput and latency runs per server (media
 SERVERS=${SERVERS:-"bare longpoll longpoll-park longpoll-gogc400 nchan pushpin"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+has() { [[ " $SERVERS " == *" $1 "* ]]; }
 
 need=()
-command -v nginx >/dev/null || need+=(nginx)
-[ -e /usr/lib/nginx/modules/ngx_nchan_module.so ] || need+=(libnginx-mod-nchan)
-command -v pushpin >/dev/null || need+=(pushpin)
-command -v zurl >/dev/null || need+=(zurl)
+if has nchan; then
+	command -v nginx >/dev/null || need+=(nginx)
+	[ -e /usr/lib/nginx/modules/ngx_nchan_module.so ] || need+=(libnginx-mod-nchan)
+fi
+if has pushpin; then
+	command -v pushpin >/dev/null || need+=(pushpin)
+	command -v zurl >/dev/null || need+=(zurl)
+fi
 if [ ${#need[@]} -gt 0 ]; then
 	echo "== installing ${need[*]}"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
