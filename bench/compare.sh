@@ -10,10 +10,11 @@
 # BEFORE=<git rev> adds a longpoll-before row: Caddy built from that revision
 # (its own build, in a copy of its tree) into ./caddy-before, run like the
 # longpoll row. Installs nginx + libnginx-mod-nchan and pushpin (+ zurl) from
-# Debian when missing and in SERVERS. Configs: bench/Caddyfile, bench/nchan/nginx.conf,
-# bench/pushpin/pushpin.conf (+ routes; the GRIP origin is lpload grip-origin,
-# pinned with the servers). Results: one JSON line per scenario in
-# bench/results/compare-<date>.jsonl, and a table at the end.
+# Debian when missing and in SERVERS. Configs: bench/Caddyfile,
+# bench/nchan/nginx.conf, bench/pushpin/pushpin.conf (+ routes; the GRIP
+# origin is lpload grip-origin, pinned with the servers). Results: one JSON
+# line per scenario in bench/results/compare-<date>.jsonl, and a table at the
+# end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}            # held polls (hold: on 1 channel; fanout: on 1 channel)
@@ -60,7 +61,7 @@ if has longpoll-before; then
 	else
 		build=(go build -o caddy ./cmd/caddy)
 	fi
-	(cd "$src" && "${build[@]}") >"$src.log" 2>&1 || { tail -30 "$src.log"; exit 1; }
+	(cd "$src" && "${build[@]}") >"$src.log" 2>&1 || { tail -30 "$src.log"; rm -rf "$src" "$src.log"; exit 1; }
 	cp "$src/caddy" caddy-before
 	rm -rf "$src" "$src.log"
 fi
