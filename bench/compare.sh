@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Side-by-side: this plugin, Nchan and Pushpin, same machine, same run, same
-# load tool (cmd/lpload). Servers are pinned to CPU 0, the load to CPU 1.
+# load tool (bench/lpload). Servers are pinned to CPU 0, the load to CPU 1.
 #
 #   bash bench/compare.sh                 # from the repository root; as root for apt-get
 #   N=5000 T=5s bash bench/compare.sh     # smaller run
 #   SERVERS="longpoll nchan" bash bench/compare.sh
+#   BEFORE=e8a7090 SERVERS="longpoll longpoll-before" bash bench/compare.sh
 #
-# Installs nginx + libnginx-mod-nchan and pushpin (+ zurl) from Debian when
-# missing. Configs: bench/Caddyfile, bench/nchan/nginx.conf,
-# bench/pushpin/pushpin.conf (+ routes; the GRIP origin is lpload grip-origin,
-# pinned with the servers). Results: one JSON line per scenario in
-# bench/results/compare-<date>.jsonl, and a table at the end.
+# BEFORE=<git rev> adds a longpoll-before row: Caddy built from that revision
+# (its own build, in a copy of its tree) into ./caddy-before, run like the
+# longpoll row. Installs nginx + libnginx-mod-nchan and pushpin (+ zurl) from
+# Debian when missing and in SERVERS. Configs: bench/Caddyfile,
+# bench/nchan/nginx.conf, bench/pushpin/pushpin.conf (+ routes; the GRIP
+# origin is lpload grip-origin, pinned with the servers). Results: one JSON
+# line per scenario in bench/results/compare-<date>.jsonl, and a table at the
+# end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}            # held polls (hold: on 1 channel; fanout: on 1 channel)
@@ -18,15 +22,25 @@ ROUNDS=${ROUNDS:-5}      # fanout rounds
 T=${T:-10s}              # throughput duration
 COUNT=${COUNT:-1000}     # latency messages
 REPEAT=${REPEAT:-3}      # fanout, throughput and latency runs per server (medians)
-SERVERS=${SERVERS:-"bare longpoll longpoll-park longpoll-gogc400 nchan pushpin"}
+BEFORE=${BEFORE:-}       # a git revision to compare with: the longpoll-before row
+SERVERS=${SERVERS:-"bare longpoll${BEFORE:+ longpoll-before} longpoll-park longpoll-gogc400 nchan pushpin"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+has() { [[ " $SERVERS " == *" $1 "* ]]; }
+if has longpoll-before && [ -z "$BEFORE" ]; then
+	echo "longpoll-before needs BEFORE=<git rev>"
+	exit 1
+fi
 
 need=()
-command -v nginx >/dev/null || need+=(nginx)
-[ -e /usr/lib/nginx/modules/ngx_nchan_module.so ] || need+=(libnginx-mod-nchan)
-command -v pushpin >/dev/null || need+=(pushpin)
-command -v zurl >/dev/null || need+=(zurl)
+if has nchan; then
+	command -v nginx >/dev/null || need+=(nginx)
+	[ -e /usr/lib/nginx/modules/ngx_nchan_module.so ] || need+=(libnginx-mod-nchan)
+fi
+if has pushpin; then
+	command -v pushpin >/dev/null || need+=(pushpin)
+	command -v zurl >/dev/null || need+=(zurl)
+fi
 if [ ${#need[@]} -gt 0 ]; then
 	echo "== installing ${need[*]}"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -35,8 +49,22 @@ ulimit -n "$(ulimit -Hn)"
 
 echo "== building ./caddy, ./lpload and the bare-Caddy floor (bench/barecaddy)"
 go run ./cmd/build-caddy >/dev/null 2>&1
-go build -o lpload ./cmd/lpload
+go build -o lpload ./bench/lpload
 go build -o barecaddy ./bench/barecaddy
+if has longpoll-before; then
+	rev=$(git rev-parse --short --verify "$BEFORE^{commit}")
+	echo "== building ./caddy-before from $BEFORE ($rev), as that tree builds ./caddy"
+	src=$(mktemp -d)
+	git archive "$rev" | tar -x -C "$src"
+	if [ -d "$src/cmd/build-caddy" ]; then
+		build=(go run ./cmd/build-caddy) # xcaddy.json: writes ./caddy
+	else
+		build=(go build -o caddy ./cmd/caddy)
+	fi
+	(cd "$src" && "${build[@]}") >"$src.log" 2>&1 || { tail -30 "$src.log"; rm -rf "$src" "$src.log"; exit 1; }
+	cp "$src/caddy" caddy-before
+	rm -rf "$src" "$src.log"
+fi
 mkdir -p bench/results
 out=bench/results/compare-$(date -u +%Y%m%dT%H%M%SZ).jsonl
 tmp=$(mktemp -d)
@@ -76,16 +104,18 @@ start_server() {
 		P=(-profile bare -poll 'http://127.0.0.1:8280/sub/{ch}' -pub 'http://127.0.0.1:8281/pub/{ch}')
 		rss=$(pgrep -d, -f "barecaddy run --config")
 		;;
-	longpoll | longpoll-park | longpoll-gogc400)
+	longpoll | longpoll-park | longpoll-gogc400 | longpoll-before)
 		cfg=bench/Caddyfile; [ "$1" = longpoll-park ] && cfg=bench/Caddyfile.park
 		# longpoll-gogc400: the default mode with the Go GC tuned to
 		# trade memory for CPU (GOGC=400; Caddy's default is 100).
 		gogc=100; [ "$1" = longpoll-gogc400 ] && gogc=400
-		GOGC=$gogc srv ./caddy run --config "$cfg" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
+		# longpoll-before: the default mode, Caddy built from $BEFORE.
+		bin=caddy; [ "$1" = longpoll-before ] && bin=caddy-before
+		GOGC=$gogc srv "./$bin" run --config "$cfg" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
 		pids+=($!)
 		wait_http http://127.0.0.1:8081/publish/ready
 		P=(-profile longpoll -poll 'http://127.0.0.1:8080/poll/{ch}' -pub 'http://127.0.0.1:8081/publish/{ch}')
-		rss=$(pgrep -d, -f "caddy run --config $cfg")
+		rss=$(pgrep -d, -f "$bin run --config $cfg")
 		;;
 	nchan)
 		mkdir -p "$tmp/nginx/tmp"
@@ -138,7 +168,7 @@ for r in $(seq "$REPEAT"); do
 	done
 done
 
-echo "== results: $out ($(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); servers on CPU $SERVER_CPU, load on CPU $LOAD_CPU)"
+echo "== results: $out ($(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); servers on CPU $SERVER_CPU, load on CPU $LOAD_CPU)${rev:+; longpoll-before is $rev}"
 python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PORT=${PORT:-6391}
 COUNT=${COUNT:-1000}
 go run ./cmd/build-caddy >/dev/null
-go build -o lpload ./cmd/lpload
+go build -o lpload ./bench/lpload
 tmp=$(mktemp -d)
 redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" --daemonize no >"$tmp/redis.log" &
 redis_pid=$!

@@ -76,6 +76,10 @@ func run(path string, dry bool) error {
 		return nil
 	}
 	cmd := exec.Command("go", args...)
+	// xcaddy makes its own module in a temp dir, with the plugin as a
+	// replace: the repository's go.work (examples/, bench/) is no part of
+	// that build, whatever GOWORK the caller has.
+	cmd.Env = append(os.Environ(), "GOWORK=off")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	return cmd.Run()
 }
