@@ -41,6 +41,9 @@ type Options struct {
 	Leeway time.Duration
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// CacheBytes bounds the verified grants remembered (by the length of
+	// their tokens); 0 is DefaultCacheBytes, negative remembers none.
+	CacheBytes int
 }
 
 // Verifier checks grants against a set of keys. It is safe for concurrent
@@ -49,6 +52,9 @@ type Verifier struct {
 	keys   []Key
 	byID   map[string]Key
 	parser *jwt.Parser
+	leeway time.Duration
+	now    func() time.Time
+	cache  *cache
 }
 
 // NewVerifier returns a Verifier for keys; their IDs must differ.
@@ -56,7 +62,14 @@ func NewVerifier(keys []Key, o Options) (*Verifier, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("no keys to check grants with")
 	}
-	v := &Verifier{keys: keys, byID: make(map[string]Key, len(keys))}
+	v := &Verifier{keys: keys, byID: make(map[string]Key, len(keys)), leeway: o.Leeway, now: o.Now}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = DefaultCacheBytes
+	}
+	v.cache = newCache(o.CacheBytes)
 	for _, k := range keys {
 		if prev, dup := v.byID[k.id]; dup {
 			return nil, fmt.Errorf("%v and %v have the same kid %q: name one of them", prev, k, k.id)
@@ -67,9 +80,7 @@ func NewVerifier(keys []Key, o Options) (*Verifier, error) {
 	if len(o.Audience) > 0 {
 		opts = append(opts, jwt.WithAudience(o.Audience...))
 	}
-	if o.Now != nil {
-		opts = append(opts, jwt.WithTimeFunc(o.Now))
-	}
+	opts = append(opts, jwt.WithTimeFunc(v.now))
 	v.parser = jwt.NewParser(opts...)
 	return v, nil
 }
@@ -121,16 +132,30 @@ type refusal string
 func (r refusal) Error() string { return string(r) }
 
 // Verify checks a token's signature, exp, nbf and aud, and returns the
-// grant. Its errors are short reasons that never contain the token.
+// grant. Its errors are short reasons that never contain the token. A
+// grant verified before is taken from the cache, its exp and nbf checked
+// again. The grant returned is shared: it must not be changed.
 func (v *Verifier) Verify(token string) (*Grant, error) {
 	if len(token) > MaxTokenLen {
 		return nil, refusal(fmt.Sprintf("grant is longer than %d bytes", MaxTokenLen))
+	}
+	if g, ok := v.cache.get(token, v.now(), v.leeway); ok {
+		return g, nil
 	}
 	var c claims
 	if _, err := v.parser.ParseWithClaims(token, &c, v.keyFor); err != nil {
 		return nil, reason(err)
 	}
-	return &Grant{Subject: c.Subject, claims: c}, nil
+	g := &Grant{Subject: c.Subject, claims: c}
+	e := cached{g: g}
+	if c.ExpiresAt != nil {
+		e.exp = c.ExpiresAt.Time
+	}
+	if c.NotBefore != nil {
+		e.nbf = c.NotBefore.Time
+	}
+	v.cache.put(token, e)
+	return g, nil
 }
 
 // keyFor picks the key a token names by its kid, or every key that fits

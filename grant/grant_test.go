@@ -329,18 +329,86 @@ func BenchmarkVerify(b *testing.B) {
 		{"EdDSA", must(PublicKey(pubPEM(b, edPub), "")), jwt.SigningMethodEdDSA, edPriv},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			v, err := NewVerifier([]Key{bc.key}, Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			tok := sign(b, bc.m, bc.sk, "", c)
-			b.ReportAllocs()
-			for b.Loop() {
-				g, err := v.Verify(tok)
-				if err != nil || !g.Allows(Poll, "user-42-inbox") {
-					b.Fatal(err)
-				}
+			for _, cb := range []struct {
+				name  string
+				bytes int
+			}{{"checked", -1}, {"cached", 0}} {
+				b.Run(cb.name, func(b *testing.B) {
+					v, err := NewVerifier([]Key{bc.key}, Options{CacheBytes: cb.bytes})
+					if err != nil {
+						b.Fatal(err)
+					}
+					tok := sign(b, bc.m, bc.sk, "", c)
+					b.ReportAllocs()
+					for b.Loop() {
+						g, err := v.Verify(tok)
+						if err != nil || !g.Allows(Poll, "user-42-inbox") {
+							b.Fatal(err)
+						}
+					}
+				})
 			}
 		})
+	}
+}
+
+// A verified grant is remembered until its exp (with the leeway): then it
+// is refused, for the right reason, and forgotten. Refused grants are not
+// remembered, and the cache stays within its bytes.
+func TestVerifierRemembersGrantsUntilTheyExpire(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	v, err := NewVerifier([]Key{must(Secret(secret, ""))}, Options{Leeway: 5 * time.Second, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := sign(t, jwt.SigningMethodHS256, secret, "", jwt.MapClaims{"channels": []string{"a"}, "exp": now.Add(time.Minute).Unix()})
+	g1, err := v.Verify(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g2, err := v.Verify(tok); err != nil || g2 != g1 {
+		t.Fatalf("second check: %v, %v; want the remembered grant", g2, err)
+	}
+	now = now.Add(time.Minute + 4*time.Second) // within the leeway
+	if _, err := v.Verify(tok); err != nil {
+		t.Fatalf("within the leeway: %v", err)
+	}
+	now = now.Add(2 * time.Second)
+	if _, err := v.Verify(tok); err == nil || err.Error() != "grant expired" {
+		t.Fatalf("after exp and the leeway: %v, want grant expired", err)
+	}
+	if _, ok := v.cache.m[tok]; ok {
+		t.Error("an expired grant is still remembered")
+	}
+	bad := sign(t, jwt.SigningMethodHS256, []byte(strings.Repeat("q", 32)), "", jwt.MapClaims{})
+	for range 2 {
+		if _, err := v.Verify(bad); err == nil {
+			t.Fatal("a badly signed grant was accepted")
+		}
+	}
+	if _, ok := v.cache.m[bad]; ok {
+		t.Error("a refused grant is remembered")
+	}
+
+	small, err := NewVerifier([]Key{must(Secret(secret, ""))}, Options{CacheBytes: 3 * len(tok)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		tk := sign(t, jwt.SigningMethodHS256, secret, "", jwt.MapClaims{"channels": []string{"a"}, "n": 1000 + i})
+		if _, err := small.Verify(tk); err != nil {
+			t.Fatal(err)
+		}
+		if small.cache.bytes > small.cache.max || len(small.cache.m) > 3 || len(small.cache.m) == 0 {
+			t.Fatalf("after %d grants: %d tokens, %d bytes, over %d", i+1, len(small.cache.m), small.cache.bytes, small.cache.max)
+		}
+	}
+	off, err := NewVerifier([]Key{must(Secret(secret, ""))}, Options{CacheBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := off.Verify(sign(t, jwt.SigningMethodHS256, secret, "", jwt.MapClaims{"channels": []string{"a"}})); err != nil || off.cache != nil {
+		t.Errorf("without a cache: %v, cache %v", err, off.cache)
 	}
 }
