@@ -243,15 +243,3 @@ func TestAwaitRulesHeldAndAsync(t *testing.T) {
 		}
 	}
 }
-
-// waitFor polls cond until it holds; the deadline only guards against a hang.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}

@@ -96,11 +96,7 @@ func readGolden(t *testing.T, file string) (caddyfile, jsonOut string) {
 }
 
 func TestCaddyfileRejectsBadOptionsWithLineNumbers(t *testing.T) {
-	for _, tc := range []struct {
-		name, src string
-		line      int
-		says      string
-	}{
+	assertAdaptErrors(t, []adaptError{
 		{"unknown global option", "{\n\tlongpoll {\n\t\tholdall 1\n\t}\n}\n:80\n", 3, `unrecognized longpoll option "holdall"`},
 		{"global argument", "{\n\tlongpoll extra\n}\n:80\n", 2, "wrong argument count"},
 		{"unknown store", "{\n\tlongpoll {\n\t\tstore etcd\n\t}\n}\n:80\n", 3, "longpoll.stores.etcd"},
@@ -121,16 +117,7 @@ func TestCaddyfileRejectsBadOptionsWithLineNumbers(t *testing.T) {
 		{"allow without value", ":80 {\n\tlongpoll_publish {\n\t\tallow\n\t}\n}\n", 3, "wrong argument count"},
 		{"bad max_size", ":80 {\n\tlongpoll_publish {\n\t\tmax_size huge\n\t}\n}\n", 3, "max_size must be a size"},
 		{"unknown publish option", ":80 {\n\tlongpoll_publish {\n\t\ttimeout 3s\n\t}\n}\n", 3, `unrecognized longpoll_publish option "timeout"`},
-	} {
-		_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(tc.src), nil)
-		if err == nil {
-			t.Errorf("%s: adapted without error", tc.name)
-			continue
-		}
-		if !strings.Contains(err.Error(), tc.says) || !strings.Contains(err.Error(), fmt.Sprintf("Caddyfile:%d", tc.line)) {
-			t.Errorf("%s: error %q; want line %d and %q", tc.name, err, tc.line, tc.says)
-		}
-	}
+	})
 }
 
 // Every option also works in JSON, and bad JSON values are refused at load
@@ -201,11 +188,7 @@ func TestCaddyfileRefusesBadKeysWithLineNumbers(t *testing.T) {
 	site := func(lines ...string) string {
 		return ":80 {\n\tlongpoll {\n\t\tauth jwt {\n\t\t\t" + strings.Join(lines, "\n\t\t\t") + "\n\t\t}\n\t}\n}\n"
 	}
-	for _, tc := range []struct {
-		name, src string
-		line      int
-		says      string
-	}{
+	assertAdaptErrors(t, []adaptError{
 		{"missing key_file", site("key_file " + filepath.Join(dir, "nope.pem")), 4, "no such file"},
 		{"private key", site("key_file " + private), 4, "is a PRIVATE KEY: give the public key"},
 		{"not PEM", site("key_file caddyfile_test.go"), 4, "no PEM block"},
@@ -219,7 +202,20 @@ func TestCaddyfileRefusesBadKeysWithLineNumbers(t *testing.T) {
 		{"unknown option", site("key_file testdata/keys/app-ed25519.pem", "issuer me"), 5, `unrecognized auth jwt option "issuer"`},
 		{"unknown method", ":80 {\n\tlongpoll {\n\t\tauth basic\n\t}\n}\n", 3, "longpoll.auth.basic"},
 		{"auth without method", ":80 {\n\tlongpoll_publish {\n\t\tauth\n\t}\n}\n", 3, "wrong argument count"},
-	} {
+	})
+}
+
+// adaptError is a Caddyfile that must not adapt: the error names the line
+// and says what is wrong.
+type adaptError struct {
+	name, src string
+	line      int
+	says      string
+}
+
+func assertAdaptErrors(t *testing.T, cases []adaptError) {
+	t.Helper()
+	for _, tc := range cases {
 		_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(tc.src), nil)
 		if err == nil {
 			t.Errorf("%s: adapted without error", tc.name)

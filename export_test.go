@@ -1,5 +1,25 @@
 package longpoll
 
+import (
+	"testing"
+	"time"
+)
+
+// WaitFor is waitFor for the external tests.
+var WaitFor = waitFor
+
+// waitFor polls cond until it holds; the deadline only guards against a hang.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // WakeAll wakes every poll held by every store in the pool, as the Redis
 // store does when its connection comes back, and returns how many.
 func WakeAll() int {

@@ -15,7 +15,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	"go.uber.org/goleak"
 
-	_ "github.com/caddy-longpoll/longpoll"
+	longpoll "github.com/caddy-longpoll/longpoll"
 )
 
 // adminPort is the admin endpoint of the in-process Caddy these tests run.
@@ -183,16 +183,7 @@ func (s *server) waitHeld(channel string, n int) {
 }
 
 // waitFor polls cond until it holds; the deadline only guards against a hang.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
+var waitFor = longpoll.WaitFor
 
 // pollAsync starts a poll and returns a channel with its answer.
 func (s *server) pollAsync(ctx context.Context, url string, hdr ...string) <-chan resp {
@@ -205,6 +196,17 @@ func (s *server) pollAsync(ctx context.Context, url string, hdr ...string) <-cha
 		out <- r
 	}()
 	return out
+}
+
+// assertMetrics checks that Caddy's metrics have each of the lines want.
+func (s *server) assertMetrics(want ...string) {
+	s.t.Helper()
+	m := s.must("GET", fmt.Sprintf("http://localhost:%d/metrics", adminPort), "").body
+	for _, w := range want {
+		if !strings.Contains(m, w+"\n") {
+			s.t.Errorf("metrics lack %q:\n%s", w, grepLongpoll(m))
+		}
+	}
 }
 
 // checkLeaks registers a goroutine-leak check for the end of the test. The

@@ -227,31 +227,20 @@ func TestMetricsThroughCaddysRegistry(t *testing.T) {
 	}`, pubRoute)
 	got := s.pollAsync(context.Background(), s.poll+"/poll/m")
 	s.waitHeld("m", 1)
-	metrics := func() string {
-		return s.must("GET", fmt.Sprintf("http://localhost:%d/metrics", adminPort), "").body
-	}
-	if m := metrics(); !strings.Contains(m, "caddy_longpoll_held_polls 1\n") {
-		t.Fatalf("held_polls gauge missing or wrong:\n%s", grepLongpoll(m))
-	}
+	s.assertMetrics("caddy_longpoll_held_polls 1")
 	s.publish("m", "text/plain", "x")
 	<-got
 	s.must("GET", s.poll+"/poll/m", "")                  // times out
 	s.must("GET", s.poll+"/poll/m?since=bad/cursor", "") // rejected
 	s.must("POST", s.pub+"/publish/m", "{", "Content-Type", "application/json")
-	m := metrics()
-	for _, want := range []string{
-		"caddy_longpoll_held_polls 0\n",
-		"caddy_longpoll_messages_published_total 1\n",
-		"caddy_longpoll_polls_answered_total 1\n",
-		"caddy_longpoll_poll_timeouts_total 1\n",
-		`caddy_longpoll_polls_rejected_total{reason="bad_cursor"} 1` + "\n",
-		`caddy_longpoll_publishes_rejected_total{reason="bad_request"} 1` + "\n",
-		"caddy_longpoll_channels 1\n",
-	} {
-		if !strings.Contains(m, want) {
-			t.Errorf("metrics lack %q:\n%s", want, grepLongpoll(m))
-		}
-	}
+	s.assertMetrics(
+		"caddy_longpoll_held_polls 0",
+		"caddy_longpoll_messages_published_total 1",
+		"caddy_longpoll_polls_answered_total 1",
+		"caddy_longpoll_poll_timeouts_total 1",
+		`caddy_longpoll_polls_rejected_total{reason="bad_cursor"} 1`,
+		`caddy_longpoll_publishes_rejected_total{reason="bad_request"} 1`,
+		"caddy_longpoll_channels 1")
 }
 
 func grepLongpoll(m string) string {

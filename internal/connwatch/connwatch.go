@@ -37,7 +37,34 @@ func New() (Watcher, error) { return newWatcher() }
 
 // NewFallback returns the portable watcher: a goroutine per connection,
 // blocked in a one-byte Read.
-func NewFallback() Watcher { return &readWatcher{gone: map[Token]func(){}} }
+func NewFallback() Watcher { return &readWatcher{registry: newRegistry()} }
+
+// registry holds the gone callbacks of the watched connections by token.
+type registry struct {
+	mu   sync.Mutex
+	next Token
+	gone map[Token]func()
+}
+
+func newRegistry() registry { return registry{gone: map[Token]func(){}} }
+
+// fire calls the callback of t and forgets it, unless t was forgotten.
+func (r *registry) fire(t Token) {
+	r.mu.Lock()
+	f := r.gone[t]
+	delete(r.gone, t)
+	r.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// forget drops t.
+func (r *registry) forget(t Token) {
+	r.mu.Lock()
+	delete(r.gone, t)
+	r.mu.Unlock()
+}
 
 // netConn unwraps a TLS connection to the connection under it: readable
 // there means the client sent something or went away.
@@ -50,10 +77,8 @@ func netConn(conn net.Conn) net.Conn {
 
 // readWatcher watches each connection with a goroutine blocked in Read.
 type readWatcher struct {
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	next Token
-	gone map[Token]func()
+	registry
+	wg sync.WaitGroup
 }
 
 func (w *readWatcher) Watch(conn net.Conn, gone func()) Token {
@@ -67,21 +92,11 @@ func (w *readWatcher) Watch(conn net.Conn, gone func()) Token {
 		defer w.wg.Done()
 		var b [1]byte
 		netConn(conn).Read(b[:])
-		w.mu.Lock()
-		f := w.gone[t]
-		delete(w.gone, t)
-		w.mu.Unlock()
-		if f != nil {
-			f()
-		}
+		w.fire(t)
 	}()
 	return t
 }
 
-func (w *readWatcher) Forget(t Token) {
-	w.mu.Lock()
-	delete(w.gone, t)
-	w.mu.Unlock()
-}
+func (w *readWatcher) Forget(t Token) { w.forget(t) }
 
 func (w *readWatcher) Close() { w.wg.Wait() }

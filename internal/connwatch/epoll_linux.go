@@ -2,7 +2,6 @@ package connwatch
 
 import (
 	"net"
-	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -15,10 +14,8 @@ type epollWatcher struct {
 	done       chan struct{} // closed when loop returns
 	fallback   *readWatcher
 
-	mu     sync.Mutex
-	gone   map[Token]func()
-	next   Token
-	closed bool
+	registry // its mu also guards closed
+	closed   bool
 }
 
 // Tokens of the fallback have this bit set, so Forget knows where to look.
@@ -41,7 +38,7 @@ func newWatcher() (Watcher, error) {
 		return nil, err
 	}
 	w := &epollWatcher{epfd: epfd, evfd: evfd, done: make(chan struct{}),
-		fallback: NewFallback().(*readWatcher), gone: map[Token]func(){}}
+		fallback: NewFallback().(*readWatcher), registry: newRegistry()}
 	go w.loop()
 	return w, nil
 }
@@ -88,9 +85,7 @@ func (w *epollWatcher) Forget(t Token) {
 		w.fallback.Forget(t &^ fallbackBit)
 		return
 	}
-	w.mu.Lock()
-	delete(w.gone, t)
-	w.mu.Unlock()
+	w.forget(t)
 }
 
 func (w *epollWatcher) loop() {
@@ -109,13 +104,7 @@ func (w *epollWatcher) loop() {
 			if t == 0 {
 				return // Close
 			}
-			w.mu.Lock()
-			f := w.gone[t]
-			delete(w.gone, t)
-			w.mu.Unlock()
-			if f != nil {
-				f()
-			}
+			w.fire(t)
 		}
 	}
 }
