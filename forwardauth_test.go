@@ -30,12 +30,12 @@ var appSessions = map[string][]string{"ann": {"chat-lobby", "chat-1"}, "bob": {"
 
 // startWithApp starts the app and a Caddy in front of it, configured with
 // pollSite.
-func startWithApp(t *testing.T) (*authApp, *server) {
+func startWithApp(t *testing.T, park string) (*authApp, *server) {
 	a := &authApp{seen: map[string]int{}}
 	a.srv = httptest.NewServer(http.HandlerFunc(a.serve))
 	t.Cleanup(a.srv.Close)
 	a.addr = a.srv.Listener.Addr().String()
-	s := start(t, "", a.pollSite(), "longpoll_publish /publish/*")
+	s := start(t, "", a.pollSite(park), "longpoll_publish /publish/*")
 	checkLeaks(t, s)
 	// Runs before checkLeaks' check: Caddy does not close the idle
 	// connections of a reverse_proxy's default transport when its config is
@@ -91,12 +91,13 @@ func (a *authApp) count(path string) int {
 
 // pollSite is the README's example: the app decides who polls a room, and
 // names the user whose own channel /me/poll is.
-func (a *authApp) pollSite() string {
+func (a *authApp) pollSite(park string) string {
 	return fmt.Sprintf(`forward_auth /chat/poll %[1]s {
 		uri /auth/poll?channel=chat-{query.room}
 	}
 	longpoll /chat/poll {
 		channel chat-{query.room}
+		%[2]s
 	}
 	forward_auth /me/poll %[1]s {
 		uri /auth/me
@@ -105,14 +106,20 @@ func (a *authApp) pollSite() string {
 	longpoll /me/poll {
 		channel user-{header.X-User}
 	}
-	reverse_proxy %[1]s`, a.addr)
+	reverse_proxy %[1]s`, a.addr, park)
 }
 
 // The app's session decides: a poll it allows is held and answered by
 // Caddy; its refusals reach the client as it wrote them. It sees one auth
-// sub-request per poll, and never the poll.
+// sub-request per poll, and never the poll. Held or parked.
 func TestForwardAuthAppDecidesWhoPolls(t *testing.T) {
-	app, s := startWithApp(t)
+	for name, park := range map[string]string{"held": "", "parked": "park"} {
+		t.Run(name, func(t *testing.T) { forwardAuthAppDecides(t, park) })
+	}
+}
+
+func forwardAuthAppDecides(t *testing.T, park string) {
+	app, s := startWithApp(t, park)
 	polls := 0
 	for _, tc := range []struct{ user, room string }{{"ann", "1"}, {"ann", "lobby"}, {"bob", "lobby"}} {
 		ch := "chat-" + tc.room
@@ -176,7 +183,7 @@ func TestForwardAuthAppDecidesWhoPolls(t *testing.T) {
 // which then polls that user's own channel. An X-User sent by the client is
 // dropped, not trusted.
 func TestForwardAuthPassesTheUserToTheChannel(t *testing.T) {
-	app, s := startWithApp(t)
+	app, s := startWithApp(t, "")
 	got := s.pollAsync(context.Background(), s.poll+"/me/poll", "Cookie", "session=ann", "X-User", "bob")
 	s.waitHeld("user-ann", 1)
 	if n := s.info("user-bob")["subscribers"]; n != float64(0) {
@@ -197,8 +204,19 @@ func TestForwardAuthPassesTheUserToTheChannel(t *testing.T) {
 // Caddy counts a poll held behind forward_auth as an active request to the
 // app until the poll is answered, in the count every reverse_proxy to the
 // same address shares (README: "Upstream counts").
+// A parked poll does not: forward_auth's call returns when the poll is
+// parked.
 func TestForwardAuthHeldPollCountsAsAnAppRequest(t *testing.T) {
-	app, s := startWithApp(t)
+	for _, tc := range []struct {
+		name, park string
+		active     float64
+	}{{"held", "", 2}, {"parked", "park", 0}} {
+		t.Run(tc.name, func(t *testing.T) { heldPollsAsAppRequests(t, tc.park, tc.active) })
+	}
+}
+
+func heldPollsAsAppRequests(t *testing.T, park string, want float64) {
+	app, s := startWithApp(t, park)
 	active := func() float64 {
 		var ups []map[string]any
 		r := s.must("GET", fmt.Sprintf("http://localhost:%d/reverse_proxy/upstreams", adminPort), "")
@@ -218,8 +236,8 @@ func TestForwardAuthHeldPollCountsAsAnAppRequest(t *testing.T) {
 		held = append(held, s.pollAsync(context.Background(), s.poll+"/chat/poll?room=lobby", "Cookie", "session=bob"))
 	}
 	s.waitHeld("chat-lobby", 2)
-	if n := active(); n != 2 {
-		t.Errorf("2 polls held: the app has %v active requests, want 2", n)
+	if n := active(); n != want {
+		t.Errorf("2 polls held: the app has %v active requests, want %v", n, want)
 	}
 	s.publish("chat-lobby", "text/plain", "hi")
 	for _, got := range held {
