@@ -172,6 +172,16 @@ func (p *person) lines(n int) []string {
 	return lines
 }
 
+// eval runs a JavaScript expression in the page, awaiting a promise.
+func eval[T any](p *person, expr string) T {
+	p.t.Helper()
+	v, err := chromedp.Run(p.tab, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		p.fatalf("%s: %v", expr, err)
+	}
+	return v
+}
+
 // fatalf fails the test with the page's HTML.
 func (p *person) fatalf(format string, args ...any) {
 	p.t.Helper()
@@ -235,6 +245,98 @@ func TestChatInBrowser(t *testing.T) {
 	t.Logf("app saw %v; Caddy answered %v polls with messages", stats.Requests, answered)
 }
 
+// A browser that has not joined a room gets 403 on its poll and sees none
+// of its lines, even as others talk there; joining it (a new grant) lets
+// it in, and the next line reaches it.
+func TestChatRoomNeedsJoining(t *testing.T) {
+	browser := headless(t)
+	o := startChat(t)
+	base := "http://" + o.Addr
+
+	bob, eve := newPerson(t, browser, base, "bob"), newPerson(t, browser, base, "eve")
+	bob.open("attic")
+	bob.join()
+
+	// Eve has not joined the attic: Caddy refuses its poll, and the page
+	// says so, offers to join, and shows no line and no box to write in.
+	if st := eve.open("attic"); st != "closed" {
+		eve.fatalf("the attic's poll is %s, want closed", st)
+	}
+	if err := chromedp.Do(eve.tab, chromedp.WaitVisible(chromedp.CSS("#join"))); err != nil {
+		eve.fatalf("no Join button: %v", err)
+	}
+	// What eve's page shows: the refusal's status and reason, whether the
+	// box to write in is visible, how many lines.
+	refused := func() (status, why string, sayShown bool, lines int) {
+		got := eval[struct {
+			Status   string
+			Why      string
+			SayShown bool
+			Lines    int
+		}](eve, `({status: document.getElementById("refused").dataset.status,
+			why: document.getElementById("refused").checkVisibility() ? document.getElementById("refused-why").textContent : "",
+			sayShown: document.getElementById("say").checkVisibility(),
+			lines: document.querySelectorAll("#lines li").length})`)
+		return got.Status, got.Why, got.SayShown, got.Lines
+	}
+	if status, why, sayShown, n := refused(); status != "403" || !strings.Contains(why, "not joined #attic") || sayShown || n != 0 {
+		eve.fatalf("refused page: status %q, %q, say box shown %v, %d lines; want 403, not joined, not shown, none", status, why, sayShown, n)
+	}
+	screenshot(t, eve, "chat-eve-refused.png")
+
+	// Bob talks in the attic; the line has been published when his page
+	// shows it.
+	bob.say("the attic's secret")
+	if got := bob.lines(1); got[0] != "bobthe attic's secret" {
+		t.Fatalf("bob sees %q", got)
+	}
+	// Eve's page polls no more; a poll of her own, with her cookies, is
+	// refused too; the page afresh shows none of the room's lines; the app
+	// does not let her write there.
+	if st := eval[int](eve, `fetch("/chat/poll?room=attic").then(r => r.status)`); st != http.StatusForbidden {
+		t.Fatalf("eve's own poll of the attic: %d, want 403", st)
+	}
+	if st := eve.open("attic"); st != "closed" {
+		eve.fatalf("the attic's poll is %s after a reload, want closed", st)
+	}
+	if status, _, _, n := refused(); status != "403" || n != 0 {
+		eve.fatalf("reloaded: status %q, %d lines; want 403 and none", status, n)
+	}
+	said := eval[int](eve, `fetch("/say", {method: "POST", headers: {"Content-Type": "application/json"},
+		body: JSON.stringify({room: "attic", user: "eve", text: "let me in"})}).then(r => r.status)`)
+	if said != http.StatusForbidden {
+		t.Fatalf("eve saying something in the attic: %d, want 403", said)
+	}
+
+	// Eve joins: a new grant lists the attic, her page polls it again and
+	// the next line reaches her.
+	eve.join()
+	if status, why, sayShown, _ := refused(); status != "" || why != "" || !sayShown {
+		eve.fatalf("joined: refusal status %q, %q, say box shown %v; want no refusal and the box", status, why, sayShown)
+	}
+	bob.say("welcome, eve")
+	got := eve.lines(2)
+	if got[len(got)-1] != "bobwelcome, eve" {
+		t.Fatalf("eve sees %q after joining, want bob's welcome last", got)
+	}
+	eve.say("thanks!")
+	if got := bob.lines(3); got[2] != "evethanks!" {
+		t.Fatalf("bob sees %q", got)
+	}
+
+	forbidden := metric(t, "http://"+o.Publish+"/metrics", `caddy_longpoll_polls_rejected_total{reason="forbidden"}`)
+	if forbidden < 3 {
+		t.Fatalf(`polls_rejected_total{reason="forbidden"} = %v, want at least 3 (eve's page twice, her own poll)`, forbidden)
+	}
+	var stats struct {
+		PollRequests int `json:"poll_requests"`
+	}
+	getJSON(t, base+"/stats", &stats)
+	if stats.PollRequests != 0 {
+		t.Fatalf("the app saw %d polls, want none: Caddy refuses them", stats.PollRequests)
+	}
+}
+
 // screenshot saves the page as a PNG (into $CHAT_SCREENSHOT_DIR too, if
 // set) and checks that it is not blank.
 func screenshot(t *testing.T, p *person, name string) {
@@ -274,7 +376,8 @@ func checkNotBlank(t *testing.T, path string, b []byte) {
 	t.Fatalf("%s is blank: one colour, %dx%d", path, bounds.Dx(), bounds.Dy())
 }
 
-// metric reads one unlabelled counter from a Prometheus text endpoint.
+// metric reads one counter from a Prometheus text endpoint: name, with its
+// labels if it has any (`x_total{reason="forbidden"}`).
 func metric(t *testing.T, url, name string) float64 {
 	t.Helper()
 	res, err := http.Get(url)
@@ -283,7 +386,7 @@ func metric(t *testing.T, url, name string) float64 {
 	}
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
-	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindSubmatch(body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(body)
 	if m == nil {
 		t.Fatalf("%s has no %s:\n%s", url, name, body)
 	}
