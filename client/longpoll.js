@@ -8,14 +8,17 @@
 //     onGap: ({ cursor }) => resync(),       // messages may have been missed
 //     onError: (err) => console.warn(err),   // err.status: HTTP status, if any
 //     onStatus: (s) => indicator(s),         // "connecting" | "live" | "reconnecting" | "closed"
-//   });
+//     credentials: "include",                // cookies (a grant) for a poll route on another
+//   });                                      //   origin; default "same-origin"
 //   sub.close();                             // aborts the held poll
 //
 // The server holds each poll until a message exists or its timeout passes
 // (304); the client polls again at once with the cursor of the last answer.
 // Network errors, 5xx, 429 and 503 are retried with exponential backoff and
-// jitter, honouring Retry-After. 410 (channel deleted) and other 4xx stop the
-// subscription: retrying would not help.
+// jitter, honouring Retry-After. 410 (channel deleted), 401 (no grant, or a
+// bad or expired one), 403 (the grant does not list the channel) and other
+// 4xx stop the subscription: retrying would not help. Each is reported once
+// through onError, with its status and retrying false, before "closed".
 
 const defaults = {
   cursor: "",
@@ -24,6 +27,8 @@ const defaults = {
   minDelay: 500, // first retry delay after an error, ms
   maxDelay: 30000, // longest retry delay, ms
   liveAfter: 1000, // a poll pending this long is held by the server: "live", ms
+  credentials: "same-origin", // fetch's credentials: send cookies (such as a grant) to the poll route;
+  // "include" when it is on another origin (it must then allow credentials in CORS)
   fetch: undefined, // the fetch to use; default globalThis.fetch
   onMessage: () => {},
   onGap: () => {},
@@ -143,6 +148,7 @@ export function subscribe(url, options = {}) {
         res = await doFetch(pollURL(), {
           signal: controller.signal,
           cache: "no-store",
+          credentials: o.credentials,
           headers: { Accept: o.format === "raw" ? "*/*" : "application/json" },
         });
         if (res.status === 200 || res.status === 204) {
@@ -175,7 +181,8 @@ export function subscribe(url, options = {}) {
       const retry = res.status >= 500 || res.status === 429 || res.status === 408;
       safely(o.onError, new LongpollError(`poll answered ${res.status}: ${why}`.trim(), res.status, retry));
       if (!retry) {
-        // 410: the channel was deleted; other 4xx: a bad request. Retrying would not help.
+        // 410: the channel was deleted; 401/403: no grant for it; other 4xx: a bad
+        // request. Retrying would not help: the app must act (e.g. grant the channel).
         closed = true;
         break;
       }

@@ -4,6 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
+import { createHmac, randomBytes } from "node:crypto";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -13,6 +14,7 @@ import { subscribe } from "./longpoll.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 let dir, caddy, poll, pub;
+const secret = randomBytes(32).toString("hex"); // the /auth/* route's HMAC key
 
 const freePort = () =>
   new Promise((resolve, reject) => {
@@ -41,13 +43,23 @@ const publish = async (ch, body, type = "text/plain") => {
 };
 const held = (ch, n) => waitFor(`${n} polls held on ${ch}`, async () => (await info(ch)).subscribers === n);
 
-// collect subscribes and records what the client reports.
-function collect(path, opts = {}) {
-  const got = { messages: [], gaps: [], errors: [], statuses: [], fetches: 0 };
+// grant signs an HS256 JWT with the /auth/* route's key.
+function grant(claims) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const signed = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
+  return `${signed}.${createHmac("sha256", secret).update(signed).digest("base64url")}`;
+}
+
+// collect subscribes and records what the client reports, and the options
+// of each fetch. opts.cookie is sent as the Cookie header, as a browser
+// sends its cookie jar's.
+function collect(path, { cookie, ...opts } = {}) {
+  const got = { messages: [], gaps: [], errors: [], statuses: [], fetches: 0, inits: [] };
   got.sub = subscribe(poll + path, {
-    fetch: (...a) => {
+    fetch: (url, init) => {
       got.fetches++;
-      return fetch(...a);
+      got.inits.push(init);
+      return fetch(url, cookie ? { ...init, headers: { ...init.headers, Cookie: cookie } } : init);
     },
     onMessage: (m) => got.messages.push(m),
     onGap: (g) => got.gaps.push(g),
@@ -86,6 +98,12 @@ ${poll} {
 	}
 	longpoll /raw/* {
 		format raw
+	}
+	longpoll /auth/* {
+		auth jwt {
+			key ${secret}
+			cookie lp_grant
+		}
 	}
 }
 ${pub} {
@@ -223,3 +241,51 @@ test("network errors are retried with backoff until close()", async () => {
   sub.close();
   await waitFor("closed", () => sub.status === "closed");
 });
+
+test("credentials go to fetch: same-origin by default, include when asked", async (t) => {
+  const plain = collect("/poll/creds");
+  const cross = collect("/poll/creds", { credentials: "include" });
+  t.after(() => [plain, cross].forEach((c) => c.sub.close())); // also when an assertion fails
+  await held("creds", 2);
+  assert.equal(plain.inits[0].credentials, "same-origin");
+  assert.equal(cross.inits[0].credentials, "include");
+  plain.sub.close();
+  cross.sub.close();
+  await held("creds", 0);
+});
+
+test("a grant in the cookie that lists the channel lets the poll in", async (t) => {
+  const { cursor } = await info("granted");
+  const cookie = `lp_grant=${grant({ sub: "ann", channels: ["granted"], exp: Math.floor(Date.now() / 1000) + 3600 })}`;
+  const got = collect("/auth/granted", { cursor, cookie });
+  t.after(() => got.sub.close());
+  await held("granted", 1);
+  await publish("granted", "for ann");
+  await waitFor("the message", () => got.messages.length === 1);
+  assert.equal(got.messages[0].data, "for ann");
+  assert.deepEqual(got.errors, []);
+  got.sub.close();
+  await held("granted", 0);
+});
+
+for (const { status, name, cookie, why } of [
+  { status: 401, name: "no grant", cookie: undefined, why: "no grant" },
+  {
+    status: 403,
+    name: "a grant without the channel",
+    cookie: `lp_grant=${grant({ sub: "eve", channels: ["other-*"] })}`,
+    why: 'grant does not allow to poll channel "guarded"',
+  },
+]) {
+  test(`${status} (${name}) is reported once, with its status, and not retried`, async (t) => {
+    const got = collect("/auth/guarded", { cookie, minDelay: 1 });
+    t.after(() => got.sub.close()); // were it retried, it must not outlive the test
+    await waitFor("closed", () => got.statuses.at(-1) === "closed");
+    assert.equal(got.errors.length, 1);
+    assert.equal(got.errors[0].status, status);
+    assert.equal(got.errors[0].retrying, false);
+    assert.ok(got.errors[0].message.includes(why), got.errors[0].message);
+    assert.equal(got.fetches, 1, "no poll after the refusal");
+    assert.equal(got.sub.status, "closed");
+  });
+}

@@ -83,99 +83,150 @@ func getJSON(t *testing.T, url string, v any) {
 	}
 }
 
-// Two pages in one room see each other's lines; a page in another room sees
-// neither; no poll reaches the app, while Caddy answered polls.
-func TestChatInBrowser(t *testing.T) {
+// headless starts Chromium for the test, stopped when it ends.
+func headless(t *testing.T) context.Context {
 	bin := chromium(t)
-	o := startChat(t)
-	base := "http://" + o.Addr
-
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		append(chromedp.DefaultExecAllocatorOptions[:],
 			chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.Headless,
 			chromedp.Flag("disable-gpu", true), chromedp.WindowSize(900, 700))...)
-	defer cancelAlloc()
+	t.Cleanup(cancelAlloc)
 	browser, cancelBrowser := chromedp.NewContext(alloc)
-	defer cancelBrowser()
+	t.Cleanup(cancelBrowser)
 	// Guards against a hang; not a timing check.
 	browser, cancelTimeout := context.WithTimeout(browser, 2*time.Minute)
-	defer cancelTimeout()
+	t.Cleanup(cancelTimeout)
 	if err := chromedp.Do(browser); err != nil {
 		t.Fatalf("starting chromium: %v", err)
 	}
+	return browser
+}
 
-	open := func(room, user string) context.Context {
-		tab, _ := chromedp.NewContext(browser)
-		err := chromedp.Do(tab, chromedp.Navigate(fmt.Sprintf("%s/r/%s?user=%s", base, room, user)))
-		if err == nil {
-			// The page's poll is held.
-			_, err = chromedp.Run(tab, chromedp.Poll[bool](`document.getElementById("status").dataset.status === "live"`))
-		}
-		if err != nil {
-			st, _ := chromedp.Run(tab, chromedp.Evaluate[string](`document.documentElement.outerHTML.slice(0, 3000)`))
-			t.Fatalf("opening %s as %s: %v\n%s", room, user, err, st)
-		}
-		return tab
-	}
-	say := func(tab context.Context, text string) {
-		t.Helper()
-		js, _ := json.Marshal(text)
-		// As a user does: fill the box, submit the form (its submit event
-		// runs the page's code, which POSTs /say).
-		_, err := chromedp.Run(tab, chromedp.Evaluate[bool](fmt.Sprintf(
-			`document.getElementById("text").value = %s; document.getElementById("say").requestSubmit(); true`, js)))
-		if err != nil {
-			t.Fatalf("saying %q: %v", text, err)
-		}
-	}
-	waitLines := func(tab context.Context, n int) []string {
-		t.Helper()
-		_, err := chromedp.Run(tab, chromedp.Poll[bool](fmt.Sprintf(`document.querySelectorAll("#lines li").length >= %d`, n)))
-		if err != nil {
-			t.Fatalf("waiting for %d lines: %v", n, err)
-		}
-		lines, err := chromedp.Run(tab, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#lines li")].map(li => li.textContent)`))
-		if err != nil {
-			t.Fatalf("waiting for %d lines: %v", n, err)
-		}
-		return lines
-	}
+// person is someone at a browser of their own: a browser context with its
+// own cookies (session and grant) and storage, and one tab.
+type person struct {
+	t    *testing.T
+	name string
+	base string // the chat's URL
+	tab  context.Context
+}
 
-	ann, bob, eve := open("lobby", "ann"), open("lobby", "bob"), open("attic", "eve")
-	say(ann, "hello from ann")
-	if got := waitLines(bob, 1); !strings.Contains(got[0], "hello from ann") {
+func newPerson(t *testing.T, browser context.Context, base, name string) *person {
+	tab, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	return &person{t: t, name: name, base: base, tab: tab}
+}
+
+// open loads a room's page and waits until its poll is held ("live") or
+// has stopped ("closed": refused); it returns which.
+func (p *person) open(room string) string {
+	p.t.Helper()
+	err := chromedp.Do(p.tab, chromedp.Navigate(fmt.Sprintf("%s/r/%s?user=%s", p.base, room, p.name)))
+	var status string
+	if err == nil {
+		status, err = chromedp.Run(p.tab, chromedp.Poll[string](
+			`["live", "closed"].includes(document.getElementById("status").dataset.status) && document.getElementById("status").dataset.status`))
+	}
+	if err != nil {
+		p.fatalf("opening %s: %v", room, err)
+	}
+	return status
+}
+
+// join clicks the page's Join button and waits until the room's poll is
+// held.
+func (p *person) join() {
+	p.t.Helper()
+	err := chromedp.Do(p.tab, chromedp.Click(chromedp.CSS("#join"), chromedp.NodeVisible))
+	if err == nil {
+		_, err = chromedp.Run(p.tab, chromedp.Poll[bool](`document.getElementById("status").dataset.status === "live"`))
+	}
+	if err != nil {
+		p.fatalf("joining: %v", err)
+	}
+}
+
+// say types a line and sends it, as a user does: fill the box, submit the
+// form (its submit event runs the page's code, which POSTs /say).
+func (p *person) say(text string) {
+	p.t.Helper()
+	js, _ := json.Marshal(text)
+	_, err := chromedp.Run(p.tab, chromedp.Evaluate[bool](fmt.Sprintf(
+		`document.getElementById("text").value = %s; document.getElementById("say").requestSubmit(); true`, js)))
+	if err != nil {
+		p.fatalf("saying %q: %v", text, err)
+	}
+}
+
+// lines waits until the page shows at least n lines and returns them all.
+func (p *person) lines(n int) []string {
+	p.t.Helper()
+	_, err := chromedp.Run(p.tab, chromedp.Poll[bool](fmt.Sprintf(`document.querySelectorAll("#lines li").length >= %d`, n)))
+	var lines []string
+	if err == nil {
+		lines, err = chromedp.Run(p.tab, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#lines li")].map(li => li.textContent)`))
+	}
+	if err != nil {
+		p.fatalf("waiting for %d lines: %v", n, err)
+	}
+	return lines
+}
+
+// eval runs a JavaScript expression in the page, awaiting a promise.
+func eval[T any](p *person, expr string) T {
+	p.t.Helper()
+	v, err := chromedp.Run(p.tab, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		p.fatalf("%s: %v", expr, err)
+	}
+	return v
+}
+
+// fatalf fails the test with the page's HTML.
+func (p *person) fatalf(format string, args ...any) {
+	p.t.Helper()
+	html, _ := chromedp.Run(p.tab, chromedp.Evaluate[string](`document.documentElement.outerHTML.slice(0, 3000)`))
+	p.t.Fatalf("%s: %s\n%s", p.name, fmt.Sprintf(format, args...), html)
+}
+
+// Two pages in one room see each other's lines; a page in another room sees
+// neither; no poll reaches the app, while Caddy answered polls.
+func TestChatInBrowser(t *testing.T) {
+	browser := headless(t)
+	o := startChat(t)
+	base := "http://" + o.Addr
+
+	ann, bob, eve := newPerson(t, browser, base, "ann"), newPerson(t, browser, base, "bob"), newPerson(t, browser, base, "eve")
+	for _, p := range []*person{ann, bob} {
+		if st := p.open("lobby"); st != "live" {
+			p.fatalf("the lobby's poll is %s, want live (every browser has joined the lobby)", st)
+		}
+	}
+	if st := eve.open("attic"); st != "closed" {
+		eve.fatalf("the attic's poll is %s before joining it, want closed", st)
+	}
+	eve.join()
+	ann.say("hello from ann")
+	if got := bob.lines(1); !strings.Contains(got[0], "hello from ann") {
 		t.Fatalf("bob sees %q", got)
 	}
-	say(bob, "hi ann, bob here")
+	bob.say("hi ann, bob here")
 	want := []string{"annhello from ann", "bobhi ann, bob here"}
-	for name, tab := range map[string]context.Context{"ann": ann, "bob": bob} {
-		if got := waitLines(tab, 2); strings.Join(got, "|") != strings.Join(want, "|") {
-			t.Fatalf("%s sees %q, want %q", name, got, want)
+	for _, p := range []*person{ann, bob} {
+		if got := p.lines(2); strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Fatalf("%s sees %q, want %q", p.name, got, want)
 		}
 	}
 	// Eve's room gets a line of its own after the lobby's; when it has
 	// arrived, the lobby's would have too, had they leaked.
-	say(eve, "anyone up here?")
-	if got := waitLines(eve, 1); len(got) != 1 || got[0] != "eveanyone up here?" {
+	eve.say("anyone up here?")
+	if got := eve.lines(1); len(got) != 1 || got[0] != "eveanyone up here?" {
 		t.Fatalf("eve in another room sees %q", got)
 	}
 
 	// The two-pages state, as a user sees it.
-	dir := t.TempDir()
-	for name, tab := range map[string]context.Context{"ann": ann, "bob": bob} {
-		shot, err := chromedp.Run(tab, chromedp.FullScreenshot(100)) // quality 100: PNG
-		if err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(dir, "chat-"+name+".png")
-		if err := os.WriteFile(path, shot, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		checkNotBlank(t, path, shot)
-		if keep := os.Getenv("CHAT_SCREENSHOT_DIR"); keep != "" {
-			os.WriteFile(filepath.Join(keep, "chat-"+name+".png"), shot, 0o644)
-		}
-		t.Logf("screenshot of %s's page: %s (%d bytes)", name, path, len(shot))
+	for _, p := range []*person{ann, bob} {
+		screenshot(t, p, "chat-"+p.name+".png")
 	}
 
 	// The app never saw a poll; Caddy answered them.
@@ -192,6 +243,117 @@ func TestChatInBrowser(t *testing.T) {
 		t.Fatalf("caddy_longpoll_polls_answered_total = %v, want at least 3 (ann's, bob's and eve's lines)", answered)
 	}
 	t.Logf("app saw %v; Caddy answered %v polls with messages", stats.Requests, answered)
+}
+
+// A browser that has not joined a room gets 403 on its poll and sees none
+// of its lines, even as others talk there; joining it (a new grant) lets
+// it in, and the next line reaches it.
+func TestChatRoomNeedsJoining(t *testing.T) {
+	browser := headless(t)
+	o := startChat(t)
+	base := "http://" + o.Addr
+
+	bob, eve := newPerson(t, browser, base, "bob"), newPerson(t, browser, base, "eve")
+	bob.open("attic")
+	bob.join()
+
+	// Eve has not joined the attic: Caddy refuses its poll, and the page
+	// says so, offers to join, and shows no line and no box to write in.
+	if st := eve.open("attic"); st != "closed" {
+		eve.fatalf("the attic's poll is %s, want closed", st)
+	}
+	if err := chromedp.Do(eve.tab, chromedp.WaitVisible(chromedp.CSS("#join"))); err != nil {
+		eve.fatalf("no Join button: %v", err)
+	}
+	// What eve's page shows: the refusal's status and reason, whether the
+	// box to write in is visible, how many lines.
+	refused := func() (status, why string, sayShown bool, lines int) {
+		got := eval[struct {
+			Status   string
+			Why      string
+			SayShown bool
+			Lines    int
+		}](eve, `({status: document.getElementById("refused").dataset.status,
+			why: document.getElementById("refused").checkVisibility() ? document.getElementById("refused-why").textContent : "",
+			sayShown: document.getElementById("say").checkVisibility(),
+			lines: document.querySelectorAll("#lines li").length})`)
+		return got.Status, got.Why, got.SayShown, got.Lines
+	}
+	if status, why, sayShown, n := refused(); status != "403" || !strings.Contains(why, "not joined #attic") || sayShown || n != 0 {
+		eve.fatalf("refused page: status %q, %q, say box shown %v, %d lines; want 403, not joined, not shown, none", status, why, sayShown, n)
+	}
+	screenshot(t, eve, "chat-eve-refused.png")
+
+	// Bob talks in the attic; the line has been published when his page
+	// shows it.
+	bob.say("the attic's secret")
+	if got := bob.lines(1); got[0] != "bobthe attic's secret" {
+		t.Fatalf("bob sees %q", got)
+	}
+	// Eve's page polls no more; a poll of her own, with her cookies, is
+	// refused too; the page afresh shows none of the room's lines; the app
+	// does not let her write there.
+	if st := eval[int](eve, `fetch("/chat/poll?room=attic").then(r => r.status)`); st != http.StatusForbidden {
+		t.Fatalf("eve's own poll of the attic: %d, want 403", st)
+	}
+	if st := eve.open("attic"); st != "closed" {
+		eve.fatalf("the attic's poll is %s after a reload, want closed", st)
+	}
+	if status, _, _, n := refused(); status != "403" || n != 0 {
+		eve.fatalf("reloaded: status %q, %d lines; want 403 and none", status, n)
+	}
+	said := eval[int](eve, `fetch("/say", {method: "POST", headers: {"Content-Type": "application/json"},
+		body: JSON.stringify({room: "attic", user: "eve", text: "let me in"})}).then(r => r.status)`)
+	if said != http.StatusForbidden {
+		t.Fatalf("eve saying something in the attic: %d, want 403", said)
+	}
+
+	// Eve joins: a new grant lists the attic, her page polls it again and
+	// the next line reaches her.
+	eve.join()
+	if status, why, sayShown, _ := refused(); status != "" || why != "" || !sayShown {
+		eve.fatalf("joined: refusal status %q, %q, say box shown %v; want no refusal and the box", status, why, sayShown)
+	}
+	bob.say("welcome, eve")
+	got := eve.lines(2)
+	if got[len(got)-1] != "bobwelcome, eve" {
+		t.Fatalf("eve sees %q after joining, want bob's welcome last", got)
+	}
+	eve.say("thanks!")
+	if got := bob.lines(3); got[2] != "evethanks!" {
+		t.Fatalf("bob sees %q", got)
+	}
+
+	forbidden := metric(t, "http://"+o.Publish+"/metrics", `caddy_longpoll_polls_rejected_total{reason="forbidden"}`)
+	if forbidden < 3 {
+		t.Fatalf(`polls_rejected_total{reason="forbidden"} = %v, want at least 3 (eve's page twice, her own poll)`, forbidden)
+	}
+	var stats struct {
+		PollRequests int `json:"poll_requests"`
+	}
+	getJSON(t, base+"/stats", &stats)
+	if stats.PollRequests != 0 {
+		t.Fatalf("the app saw %d polls, want none: Caddy refuses them", stats.PollRequests)
+	}
+}
+
+// screenshot saves the page as a PNG (into $CHAT_SCREENSHOT_DIR too, if
+// set) and checks that it is not blank.
+func screenshot(t *testing.T, p *person, name string) {
+	t.Helper()
+	shot, err := chromedp.Run(p.tab, chromedp.FullScreenshot(100)) // quality 100: PNG
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, shot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checkNotBlank(t, path, shot)
+	if keep := os.Getenv("CHAT_SCREENSHOT_DIR"); keep != "" {
+		os.WriteFile(filepath.Join(keep, name), shot, 0o644)
+	}
+	t.Logf("screenshot of %s's page: %s (%d bytes)", p.name, path, len(shot))
 }
 
 // checkNotBlank fails unless the PNG has more than one colour.
@@ -214,7 +376,8 @@ func checkNotBlank(t *testing.T, path string, b []byte) {
 	t.Fatalf("%s is blank: one colour, %dx%d", path, bounds.Dx(), bounds.Dy())
 }
 
-// metric reads one unlabelled counter from a Prometheus text endpoint.
+// metric reads one counter from a Prometheus text endpoint: name, with its
+// labels if it has any (`x_total{reason="forbidden"}`).
 func metric(t *testing.T, url, name string) float64 {
 	t.Helper()
 	res, err := http.Get(url)
@@ -223,7 +386,7 @@ func metric(t *testing.T, url, name string) float64 {
 	}
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
-	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindSubmatch(body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(body)
 	if m == nil {
 		t.Fatalf("%s has no %s:\n%s", url, name, body)
 	}

@@ -6,10 +6,15 @@
 //
 // It runs two things in one process, stopped together by Ctrl-C: Caddy with
 // the plugin, configured from examples/chat/Caddyfile, and the app (app.go).
+// A browser polls only the rooms it joined: the app signs it a grant for
+// them (grants.go), which Caddy checks, with the HMAC key in the environment
+// variable LONGPOLL_JWT_SECRET (at least 32 bytes); unset, the demo makes a
+// random one for the run.
 package main
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
 	"errors"
 	"flag"
@@ -65,7 +70,13 @@ func run(ctx context.Context, o options, ready func(url string)) error {
 	if err != nil {
 		return fmt.Errorf("app: %v (another -app address?)", err)
 	}
-	a := newApp("http://" + o.Publish)
+	// The grants' key, for the app and for Caddy's auth jwt.
+	secret := os.Getenv("LONGPOLL_JWT_SECRET")
+	if secret == "" {
+		secret = rand.Text() + rand.Text() // 52 characters, over 256 random bits
+		os.Setenv("LONGPOLL_JWT_SECRET", secret)
+	}
+	a := newApp("http://"+o.Publish, []byte(secret))
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
