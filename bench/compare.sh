@@ -7,9 +7,9 @@
 #   SERVERS="longpoll nchan" bash bench/compare.sh
 #   BEFORE=e8a7090 SERVERS="longpoll longpoll-before" bash bench/compare.sh
 #
-# BEFORE=<git rev> adds a longpoll-before row: Caddy built from that revision
-# (its own build, in a copy of its tree) into ./caddy-before, run like the
-# longpoll row. Installs nginx + libnginx-mod-nchan and pushpin (+ zurl) from
+# BEFORE=<git rev> adds the rows longpoll-before and longpoll-park-before:
+# Caddy built from that revision (its own build, in a copy of its tree) into
+# ./caddy-before, run like the longpoll and longpoll-park rows. Installs nginx + libnginx-mod-nchan and pushpin (+ zurl) from
 # Debian when missing and in SERVERS. Configs: bench/Caddyfile,
 # bench/nchan/nginx.conf, bench/pushpin/pushpin.conf (+ routes; the GRIP
 # origin is lpload grip-origin, pinned with the servers). Results: one JSON
@@ -22,13 +22,13 @@ ROUNDS=${ROUNDS:-5}      # fanout rounds
 T=${T:-10s}              # throughput duration
 COUNT=${COUNT:-1000}     # latency messages
 REPEAT=${REPEAT:-3}      # fanout, throughput and latency runs per server (medians)
-BEFORE=${BEFORE:-}       # a git revision to compare with: the longpoll-before row
-SERVERS=${SERVERS:-"bare longpoll${BEFORE:+ longpoll-before} longpoll-park longpoll-gogc400 nchan pushpin"}
+BEFORE=${BEFORE:-}       # a git revision to compare with: the *-before rows
+SERVERS=${SERVERS:-"bare longpoll${BEFORE:+ longpoll-before} longpoll-park${BEFORE:+ longpoll-park-before} longpoll-gogc400 nchan pushpin"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 has() { [[ " $SERVERS " == *" $1 "* ]]; }
-if has longpoll-before && [ -z "$BEFORE" ]; then
-	echo "longpoll-before needs BEFORE=<git rev>"
+if { has longpoll-before || has longpoll-park-before; } && [ -z "$BEFORE" ]; then
+	echo "the *-before rows need BEFORE=<git rev>"
 	exit 1
 fi
 
@@ -51,7 +51,7 @@ echo "== building ./caddy, ./lpload and the bare-Caddy floor (bench/barecaddy)"
 go run ./cmd/build-caddy >/dev/null 2>&1
 go build -o lpload ./bench/lpload
 go build -o barecaddy ./bench/barecaddy
-if has longpoll-before; then
+if has longpoll-before || has longpoll-park-before; then
 	rev=$(git rev-parse --short --verify "$BEFORE^{commit}")
 	echo "== building ./caddy-before from $BEFORE ($rev), as that tree builds ./caddy"
 	src=$(mktemp -d)
@@ -104,13 +104,13 @@ start_server() {
 		P=(-profile bare -poll 'http://127.0.0.1:8280/sub/{ch}' -pub 'http://127.0.0.1:8281/pub/{ch}')
 		rss=$(pgrep -d, -f "barecaddy run --config")
 		;;
-	longpoll | longpoll-park | longpoll-gogc400 | longpoll-before)
-		cfg=bench/Caddyfile; [ "$1" = longpoll-park ] && cfg=bench/Caddyfile.park
+	longpoll | longpoll-park | longpoll-gogc400 | longpoll-before | longpoll-park-before)
+		cfg=bench/Caddyfile; [[ $1 == longpoll-park* ]] && cfg=bench/Caddyfile.park
 		# longpoll-gogc400: the default mode with the Go GC tuned to
 		# trade memory for CPU (GOGC=400; Caddy's default is 100).
 		gogc=100; [ "$1" = longpoll-gogc400 ] && gogc=400
-		# longpoll-before: the default mode, Caddy built from $BEFORE.
-		bin=caddy; [ "$1" = longpoll-before ] && bin=caddy-before
+		# longpoll-before, longpoll-park-before: Caddy built from $BEFORE.
+		bin=caddy; [[ $1 == *-before ]] && bin=caddy-before
 		GOGC=$gogc srv "./$bin" run --config "$cfg" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
 		pids+=($!)
 		wait_http http://127.0.0.1:8081/publish/ready
