@@ -39,18 +39,11 @@ func parseGlobal(d *caddyfile.Dispenser, _ any) (any, error) {
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "store":
-			if !d.NextArg() {
-				return nil, d.ArgErr()
-			}
-			name := d.Val()
-			unm, err := caddyfile.UnmarshalModule(d, "longpoll.stores."+name)
+			raw, err := parseModule[StoreModule](d, "longpoll.stores", "type", "a store")
 			if err != nil {
 				return nil, err
 			}
-			if _, ok := unm.(StoreModule); !ok {
-				return nil, d.Errf("module longpoll.stores.%s is not a store", name)
-			}
-			app.StoreRaw = caddyconfig.JSONModuleObject(unm, "type", name, nil)
+			app.StoreRaw = raw
 		case "max_held":
 			n, err := intArg(d, -1)
 			if err != nil {
@@ -224,18 +217,25 @@ func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 // parseAuth parses "auth <method> { ... }" into the JSON of the
 // longpoll.auth module it names.
 func parseAuth(d *caddyfile.Dispenser) (json.RawMessage, error) {
+	return parseModule[Authorizer](d, "longpoll.auth", "method", "an authorizer")
+}
+
+// parseModule parses "<name> { ... }", after the option's name, into the
+// JSON of the module namespace.<name>, its name under inlineKey; the
+// module must be a T (what says what a T is, for the error).
+func parseModule[T any](d *caddyfile.Dispenser, namespace, inlineKey, what string) (json.RawMessage, error) {
 	if !d.NextArg() {
 		return nil, d.ArgErr()
 	}
 	name := d.Val()
-	unm, err := caddyfile.UnmarshalModule(d, "longpoll.auth."+name)
+	unm, err := caddyfile.UnmarshalModule(d, namespace+"."+name)
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := unm.(Authorizer); !ok {
-		return nil, d.Errf("module longpoll.auth.%s is not an authorizer", name)
+	if _, ok := unm.(T); !ok {
+		return nil, d.Errf("module %s.%s is not %s", namespace, name, what)
 	}
-	return caddyconfig.JSONModuleObject(unm, "method", name, nil), nil
+	return caddyconfig.JSONModuleObject(unm, inlineKey, name, nil), nil
 }
 
 // intArg reads one integer argument of at least least.
