@@ -208,6 +208,46 @@ func RunContract(t *testing.T, h Harness) {
 		want(t, since(t, s, "c", m.ID), false, "again")
 	})
 
+	t.Run("PubIDAndResponseKeptAndLastPubIDOfTheNewest", func(t *testing.T) {
+		s, advance := h.Open(t, 10, time.Minute)
+		start := info(t, s, "g").Cursor
+		if i := info(t, s, "g"); i.LastPubID != "" {
+			t.Fatalf("LastPubID of an empty channel = %q", i.LastPubID)
+		}
+		resp := &Response{Code: 201, Reason: "Made", Header: map[string][]string{"X-A": {"1", "2"}, "Content-Type": {"text/plain"}}}
+		for _, m := range []Message{
+			{Type: "text/plain", Data: []byte("grip"), PubID: "1041", Response: resp},
+			{Type: "text/plain", Data: []byte("id only"), PubID: "1042"},
+		} {
+			if _, _, err := s.Append(ctx, "g", m, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i := info(t, s, "g"); i.LastPubID != "1042" {
+			t.Fatalf("LastPubID = %q, want 1042", i.LastPubID)
+		}
+		r := since(t, s, "g", start)
+		want(t, r, false, "grip", "id only")
+		if m := r.Messages[0]; m.PubID != "1041" || m.Response == nil || fmt.Sprint(*m.Response) != fmt.Sprint(*resp) {
+			t.Fatalf("first message: PubID %q, Response %+v; want 1041, %+v", m.PubID, m.Response, resp)
+		}
+		if m := r.Messages[1]; m.PubID != "1042" || m.Response != nil {
+			t.Fatalf("second message: PubID %q, Response %+v", m.PubID, m.Response)
+		}
+		pub(t, s, "g", "plain", "")
+		if i := info(t, s, "g"); i.LastPubID != "" {
+			t.Fatalf("LastPubID after a message without one = %q", i.LastPubID)
+		}
+		if m := since(t, s, "g", r.Cursor).Messages[0]; m.PubID != "" || m.Response != nil {
+			t.Fatalf("a plain message has PubID %q, Response %+v", m.PubID, m.Response)
+		}
+		s.Append(ctx, "g", Message{Type: "text/plain", Data: []byte("last"), PubID: "1043"}, "")
+		advance(2 * time.Minute)
+		if i := info(t, s, "g"); i.LastPubID != "" {
+			t.Fatalf("LastPubID after its message expired = %q", i.LastPubID)
+		}
+	})
+
 	t.Run("ConcurrentAppendsKeepEachPublishersOrder", func(t *testing.T) {
 		const publishers, each = 8, 50
 		s, _ := h.Open(t, publishers*each, time.Hour)

@@ -289,7 +289,11 @@ func (m *Memory) Info(_ context.Context, channel string) (Info, error) {
 		m.expire(ch, now)
 		n = ch.len()
 	}
-	return Info{Channel: channel, Cursor: m.tail(ch), Messages: n}, nil
+	info := Info{Channel: channel, Cursor: m.tail(ch), Messages: n}
+	if n > 0 {
+		info.LastPubID = ch.msgs[len(ch.msgs)-1].msg.PubID
+	}
+	return info, nil
 }
 
 // Delete implements Store. The channel keeps a drop mark for one ttl, so

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -147,7 +148,8 @@ end
 `
 
 // publishScript: KEYS stream, marker, idempotency key (or "");
-// ARGV type, data, buffer, ttl, now, new epoch, notification channel, channel.
+// ARGV type, data, buffer, ttl, now, new epoch, notification channel, channel,
+// GRIP fields ("" for none).
 // Returns {duplicate, "epoch id", ms}.
 var publishScript = redis.NewScript(luaCommon + `
 local buffer, ttl, now = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -167,9 +169,11 @@ expire(now, ttl)
 local want = now .. '-*'
 local lms, lseq = split(redis.call('HGET', KEYS[2], 'l'))
 if lms and lms >= now then want = lms .. '-' .. (lseq + 1) end
-local id = redis.pcall('XADD', KEYS[1], want, 't', ARGV[1], 'd', ARGV[2])
+local fields = {'t', ARGV[1], 'd', ARGV[2]}
+if ARGV[9] ~= '' then fields[5], fields[6] = 'g', ARGV[9] end
+local id = redis.pcall('XADD', KEYS[1], want, unpack(fields))
 if type(id) == 'table' and id.err then
-	id = redis.call('XADD', KEYS[1], '*', 't', ARGV[1], 'd', ARGV[2])
+	id = redis.call('XADD', KEYS[1], '*', unpack(fields))
 end
 local n = redis.call('XLEN', KEYS[1])
 if n > buffer then
@@ -188,8 +192,8 @@ return {0, ep .. ' ' .. id}
 `)
 
 // readScript: KEYS stream, marker; ARGV cursor epoch ("" for none), cursor
-// id, buffer, ttl, now, new epoch. Returns {epoch, tail id, gap, count,
-// messages}.
+// id, buffer, ttl, now, new epoch, "1" for Info. Returns {epoch, tail id,
+// gap, count, messages}, and for Info the newest message's GRIP fields.
 var readScript = redis.NewScript(luaCommon + `
 local buffer, ttl, now = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local ep = epoch(ARGV[6])
@@ -197,7 +201,19 @@ redis.call('PEXPIRE', KEYS[2], 2 * ttl)
 expire(now, ttl)
 local tail = redis.call('HGET', KEYS[2], 'l')
 local count = redis.call('XLEN', KEYS[1])
-if ARGV[1] == '' then return {ep, tail, 0, count, {}} end
+if ARGV[1] == '' then
+	local g = false
+	if ARGV[7] == '1' then -- Info: the newest message's GRIP fields
+		local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+		if #last > 0 then
+			local f = last[1][2]
+			for i = 1, #f, 2 do
+				if f[i] == 'g' then g = f[i + 1] end
+			end
+		end
+	end
+	return {ep, tail, 0, count, {}, g}
+end
 if ARGV[1] ~= ep or not split(ARGV[2]) or lt(tail, ARGV[2]) then
 	return {ep, tail, 1, count, redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', buffer)}
 end
@@ -226,8 +242,12 @@ func (r *Redis) Append(ctx context.Context, channel string, m Message, key strin
 	if key != "" {
 		keys[2] = r.cfg.Prefix + "{" + channel + "}:i:" + key
 	}
+	meta, err := encodeMeta(m)
+	if err != nil {
+		return Message{}, false, err
+	}
 	res, err := publishScript.Run(ctx, r.rdb, keys,
-		m.Type, m.Data, r.cfg.Buffer, r.cfg.TTL.Milliseconds(), r.nowMS(), newEpoch(), r.channel, channel).Slice()
+		m.Type, m.Data, r.cfg.Buffer, r.cfg.TTL.Milliseconds(), r.nowMS(), newEpoch(), r.channel, channel, meta).Slice()
 	if err != nil {
 		return Message{}, false, unavailable(err)
 	}
@@ -242,6 +262,30 @@ func (r *Redis) Append(ctx context.Context, channel string, m Message, key strin
 		r.setTail(channel, m.ID)
 	}
 	return m, dup, nil
+}
+
+// redisMeta is a message's GRIP fields, in its stream entry's "g" field.
+type redisMeta struct {
+	PubID    string    `json:"i,omitempty"`
+	Response *Response `json:"r,omitempty"`
+}
+
+// encodeMeta is the "g" field of m: "" when m has no GRIP fields.
+func encodeMeta(m Message) (string, error) {
+	if m.PubID == "" && m.Response == nil {
+		return "", nil
+	}
+	b, err := json.Marshal(redisMeta{PubID: m.PubID, Response: m.Response})
+	return string(b), err
+}
+
+// decodeMeta sets the GRIP fields of m from a "g" field; one that does not
+// decode (written by a later version, say) leaves them unset.
+func decodeMeta(g string, m *Message) {
+	var meta redisMeta
+	if json.Unmarshal([]byte(g), &meta) == nil {
+		m.PubID, m.Response = meta.PubID, meta.Response
+	}
 }
 
 // idTime is the time in a stream ID.
@@ -292,6 +336,8 @@ func (r *Redis) Since(ctx context.Context, channel, cursor string) (Result, erro
 				msg.Type = fields[i+1].(string)
 			case "d":
 				msg.Data = []byte(fields[i+1].(string))
+			case "g":
+				decodeMeta(fields[i+1].(string), &msg)
 			}
 		}
 		out.Messages = append(out.Messages, msg)
@@ -317,13 +363,21 @@ func (r *Redis) Info(ctx context.Context, channel string) (Info, error) {
 	gen := r.gen
 	r.mu.Unlock()
 	res, err := readScript.Run(ctx, r.rdb, r.keys(channel),
-		"", "", r.cfg.Buffer, r.cfg.TTL.Milliseconds(), r.nowMS(), newEpoch()).Slice()
+		"", "", r.cfg.Buffer, r.cfg.TTL.Milliseconds(), r.nowMS(), newEpoch(), "1").Slice()
 	if err != nil {
 		return Info{}, unavailable(err)
 	}
 	cursor := res[0].(string) + "-" + res[1].(string)
 	r.rememberTail(gen, channel, cursor)
-	return Info{Channel: channel, Cursor: cursor, Messages: int(res[3].(int64))}, nil
+	info := Info{Channel: channel, Cursor: cursor, Messages: int(res[3].(int64))}
+	if len(res) > 5 {
+		if g, ok := res[5].(string); ok {
+			var last Message
+			decodeMeta(g, &last)
+			info.LastPubID = last.PubID
+		}
+	}
+	return info, nil
 }
 
 // Delete implements Store.

@@ -27,6 +27,20 @@ type Message struct {
 	Type string
 	// Data is the message body, as published.
 	Data []byte
+	// PubID is the publisher's own id for the message (a GRIP item's
+	// "id"), "" if it gave none. Stores keep it as published.
+	PubID string
+	// Response is how the message answers a request held in GRIP mode
+	// (Pushpin's "http-response" format; its body is Data): nil for a
+	// message published without one. Stores keep it as published.
+	Response *Response
+}
+
+// Response is the status and headers a message answers a GRIP hold with.
+type Response struct {
+	Code   int                 // 0: the held response's
+	Reason string              // "": the code's usual reason
+	Header map[string][]string // merged over the held response's
 }
 
 // Result is what a store holds after a cursor.
@@ -50,6 +64,10 @@ type Info struct {
 	Cursor string
 	// Messages is how many messages the channel retains.
 	Messages int
+	// LastPubID is the PubID of the channel's newest retained message ("" if
+	// it has none, or the channel retains nothing): GRIP's "last id" of the
+	// channel, kept as long as that message is.
+	LastPubID string
 }
 
 // Store keeps messages per channel. Implementations are safe for concurrent
