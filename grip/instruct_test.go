@@ -321,6 +321,8 @@ func TestParseResponseRefusesMalformedInstructions(t *testing.T) {
 		{404, hdr("Content-Type", ct), `{}`, "response code for application/grip-instruct content must be 200"},
 		{200, hdr("Content-Type", ct), `{"hold":`, "failed to parse application/grip-instruct content as JSON"},
 		{200, hdr("Content-Type", ct), `[]`, "instruct must be an object"},
+		{200, hdr("Content-Type", ct), `7`, "failed to parse application/grip-instruct content as JSON"},
+		{200, hdr("Content-Type", ct), `{"hold":{"channels":[]}}}`, "failed to parse application/grip-instruct content as JSON"},
 		{200, hdr("Content-Type", ct), `{"hold":[]}`, "instruct contains 'hold' with wrong type"},
 		{200, hdr("Content-Type", ct), `{"hold":{"mode":"wait","channels":[]}}`, "hold 'mode' must be set to either 'response' or 'stream'"},
 		{200, hdr("Content-Type", ct), `{"hold":{"mode":5,"channels":[]}}`, "hold contains 'mode' with wrong type"},

@@ -19,7 +19,9 @@ import (
 
 type object = map[string]any
 
-// decodeJSON decodes one JSON value, numbers kept as json.Number.
+// decodeJSON decodes a JSON document, numbers kept as json.Number. Like
+// Pushpin's Json::fromString (core/json.cpp) it takes only an object or an
+// array, with nothing after it.
 func decodeJSON(b []byte) (any, error) {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.UseNumber()
@@ -27,10 +29,14 @@ func decodeJSON(b []byte) (any, error) {
 	if err := d.Decode(&v); err != nil {
 		return nil, err
 	}
-	if _, err := d.Token(); err == nil {
+	if len(bytes.TrimLeft(b[d.InputOffset():], " \t\r\n")) > 0 {
 		return nil, fmt.Errorf("data after the JSON value")
 	}
-	return v, nil
+	switch v.(type) {
+	case object, []any:
+		return v, nil
+	}
+	return nil, fmt.Errorf("not an object or an array")
 }
 
 // lookup returns obj[key], treating null as absent.

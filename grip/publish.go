@@ -128,7 +128,7 @@ func ParsePublish(body []byte) ([]Item, error) {
 		return nil, publishErr("Request body too large.")
 	}
 	doc, err := decodeJSON(body)
-	if err != nil || doc == nil {
+	if err != nil {
 		return nil, publishErr("Body is not valid JSON.")
 	}
 	m, ok := doc.(object)
