@@ -159,7 +159,8 @@ func IsInstruct(h http.Header) bool {
 // Response is what to send now (Grip-* headers removed, or the 'response'
 // of an application/grip-instruct body). An error means malformed
 // instructions: Pushpin answers the client 502 "Error while proxying to
-// origin." and logs the reason, which is the error's text.
+// origin." and logs the reason, which is the error's text. The Instruct may
+// share body's bytes; header is not changed.
 func ParseResponse(code int, header http.Header, body []byte) (*Instruct, error) {
 	if !IsInstruct(header) {
 		return nil, nil
