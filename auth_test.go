@@ -205,8 +205,26 @@ func TestPublishWithGrantOrToken(t *testing.T) {
 			t.Errorf("%s: %d %s; want %d %q", tc.name, r.status, r.body, tc.status, tc.says)
 		}
 	}
+	// Pushpin's format: every item's channel must be granted.
+	items := func(chs ...string) string {
+		var its []string
+		for _, ch := range chs {
+			its = append(its, `{"channel":"`+ch+`","formats":{"http-response":{"body":"x"}}}`)
+		}
+		return `{"items":[` + strings.Join(its, ",") + `]}`
+	}
+	if r := s.must("POST", s.pub+"/publish/", items("billing-1", "billing-2"), "Authorization", "Bearer "+pubGrant); r.status != 200 {
+		t.Errorf("items on granted channels: %d %s", r.status, r.body)
+	}
+	if r := s.must("POST", s.pub+"/publish/", items("billing-3", "chat-1"), "Authorization", "Bearer "+pubGrant); r.status != 403 ||
+		!strings.Contains(r.body, `publish to channel \"chat-1\"`) {
+		t.Errorf("an item on a channel not granted: %d %s", r.status, r.body)
+	}
+	if r := s.must("GET", s.pub+"/publish/billing-3", "", "Authorization", "Bearer "+pubGrant); r.json(t)["messages"] != float64(0) {
+		t.Errorf("a refused publish stored some of its items: %s", r.body)
+	}
 	s.assertMetrics(
-		`caddy_longpoll_publishes_rejected_total{reason="forbidden"} 2`,
+		`caddy_longpoll_publishes_rejected_total{reason="forbidden"} 3`,
 		`caddy_longpoll_publishes_rejected_total{reason="unauthorized"} 2`)
 }
 

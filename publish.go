@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-longpoll/longpoll/grant"
+	"github.com/caddy-longpoll/longpoll/grip"
 	"github.com/caddy-longpoll/longpoll/store"
 )
 
@@ -157,6 +159,9 @@ func (h *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		w.Header().Set("WWW-Authenticate", `Bearer realm="longpoll"`)
 		return h.reject(w, "unauthorized", http.StatusUnauthorized, "missing or wrong bearer token")
 	}
+	if r.Method == http.MethodPost && isRoot(r, h.Channel) {
+		return h.publishItems(w, r, tokenOK)
+	}
 	channel, err := channelOf(r, h.Channel)
 	if err != nil {
 		return h.reject(w, "bad_request", http.StatusBadRequest, "%v", err)
@@ -224,6 +229,80 @@ func (h *Publish) publish(w http.ResponseWriter, r *http.Request, channel string
 	return writeJSON(w, http.StatusOK, map[string]any{
 		"id": msg.ID, "channel": msg.Channel, "time": msg.Time.UTC().Format(time.RFC3339Nano), "subscribers": woken,
 	})
+}
+
+// isRoot reports whether r names no channel: the endpoint's root, where
+// Pushpin's publish format is posted (POST /publish/).
+func isRoot(r *http.Request, template string) bool {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	return repl.ReplaceKnown(template, "") == ""
+}
+
+// publishItems publishes Pushpin's JSON format, posted to the endpoint's
+// root: {"items": [{"channel", "id", "prev-id", "formats": {"http-response":
+// {"code", "reason", "headers", "body" | "body-bin"}}}]}, so that GRIP
+// client libraries publish here unchanged. Each item with an http-response
+// is a message of its channel: its body and Content-Type for native polls,
+// its id (PubID) and status and headers (Response) for GRIP holds. Items
+// with other formats only (http-stream, ws-message) are accepted and reach
+// nobody, as in Pushpin. It answers as Pushpin does ("Published"), but only
+// once every item is stored.
+func (h *Publish) publishItems(w http.ResponseWriter, r *http.Request, tokenOK bool) error {
+	answerType, ok := grip.PublishContentType(r.Header.Values("Accept"))
+	if !ok {
+		return h.reject(w, "bad_request", http.StatusNotAcceptable, "%s", strings.TrimSpace(grip.NotAcceptableBody))
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxSize))
+	if err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			return h.reject(w, "too_large", http.StatusRequestEntityTooLarge, "publish larger than max_size (%s)", humanize.IBytes(uint64(h.MaxSize)))
+		}
+		return h.reject(w, "bad_request", http.StatusBadRequest, "reading body: %v", err)
+	}
+	items, err := grip.ParsePublish(body)
+	if err != nil {
+		return h.reject(w, "bad_request", http.StatusBadRequest, "invalid publish format: %v", err)
+	}
+	for i, it := range items {
+		if err := store.ValidChannel(it.Channel); err != nil {
+			return h.reject(w, "bad_request", http.StatusBadRequest, "items[%d]: %v", i, err)
+		}
+		if h.auth != nil && !tokenOK {
+			if sub, err := h.auth.Authorize(r, grant.Publish, it.Channel); err != nil {
+				reason, err := refuse(w, err)
+				h.shared.metrics.publishesRejected.WithLabelValues(reason).Inc()
+				h.logger.Debug("publish endpoint refused a request", zap.String("channel", it.Channel), zap.String("sub", sub), zap.String("reason", reason))
+				return err
+			}
+		}
+	}
+	for _, it := range items {
+		f := it.HTTPResponse
+		if f == nil || f.Action != grip.ActionSend {
+			continue // no http-response, or a hint: nothing to keep
+		}
+		msg := store.Message{Type: f.Header.Get("Content-Type"), Data: f.Body, PubID: it.ID,
+			Response: &store.Response{Code: f.Code, Reason: f.Reason, Header: f.Header}}
+		if msg.Type == "" {
+			msg.Type = "application/octet-stream"
+		}
+		stored, _, err := h.shared.store.Append(r.Context(), it.Channel, msg, "")
+		if err != nil {
+			return h.storeFailed(w, fmt.Errorf("publishing to %q: %w", it.Channel, err))
+		}
+		woken := h.shared.poller.Wake(it.Channel)
+		h.shared.metrics.published.Inc()
+		h.logger.Debug("published", zap.String("channel", it.Channel), zap.String("id", stored.ID),
+			zap.String("grip_id", it.ID), zap.Int("size", len(f.Body)), zap.Int("woken", woken))
+	}
+	answer := grip.PublishedBody(answerType)
+	hdr := w.Header()
+	hdr.Set("Content-Type", answerType)
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("Content-Length", strconv.Itoa(len(answer)))
+	w.WriteHeader(http.StatusOK)
+	_, err = w.Write(answer)
+	return err
 }
 
 // describe answers with channel's cursor, retained messages and held polls.
