@@ -1,0 +1,189 @@
+package longpoll_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caddy-longpoll/longpoll/grip"
+)
+
+const gripKey = "grip-test-key-0123456789"
+
+// gripApp is an app written for Pushpin: it answers polls of /api/hold with
+// GRIP hold instructions, unless Grip-Last says the client is behind.
+type gripApp struct {
+	srv *httptest.Server
+
+	mu      sync.Mutex
+	sigs    []string // the Grip-Sig of each request, "" if none
+	sigErrs []error
+	lasts   []string // the Grip-Last of each request to /api/hold
+}
+
+func startGripApp(t *testing.T) (*gripApp, *server) {
+	t.Setenv("LP_TEST_GRIP_KEY", gripKey)
+	a := &gripApp{}
+	a.srv = httptest.NewServer(http.HandlerFunc(a.serve))
+	t.Cleanup(a.srv.Close)
+	s := start(t, "", fmt.Sprintf(`longpoll_grip /api/* {
+		sig_key {env.LP_TEST_GRIP_KEY}
+	}
+	longpoll /poll/*
+	reverse_proxy %s`, a.srv.Listener.Addr()), "longpoll_publish /publish/*")
+	checkLeaks(t, s)
+	// Before checkLeaks' check: reverse_proxy's idle connections to the
+	// app outlive the config (see forwardauth_test.go).
+	t.Cleanup(a.srv.CloseClientConnections)
+	return a, s
+}
+
+func (a *gripApp) serve(w http.ResponseWriter, r *http.Request) {
+	sig := r.Header.Get("Grip-Sig")
+	a.mu.Lock()
+	a.sigs = append(a.sigs, sig)
+	a.sigErrs = append(a.sigErrs, grip.Verify(sig, []byte(gripKey)))
+	a.mu.Unlock()
+	q := r.URL.Query()
+	h := w.Header()
+	switch r.URL.Path {
+	case "/api/hold":
+		last := r.Header.Get("Grip-Last")
+		a.mu.Lock()
+		a.lasts = append(a.lasts, last)
+		a.mu.Unlock()
+		if last != "" {
+			fmt.Fprintf(w, "caught up from %s", grip.ParseLast(r.Header)[q.Get("ch")])
+			return
+		}
+		h.Set("Grip-Hold", "response")
+		ch := q.Get("ch")
+		if p := q.Get("prev"); p != "" {
+			ch += "; prev-id=" + p
+		}
+		h.Set("Grip-Channel", ch)
+		h.Set("Grip-Timeout", "5")
+		h.Set("X-App", "held")
+		h.Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"messages":[]}`)
+	case "/api/instruct":
+		h.Set("Content-Type", "application/grip-instruct")
+		fmt.Fprintf(w, `{"hold":{"mode":"response","timeout":5,"channels":[{"name":%q}]},"response":{"code":200,"headers":{"X-App":"instructed"},"body":"timeout body"}}`, q.Get("ch"))
+	case "/api/two":
+		h.Set("Grip-Hold", "response")
+		h.Set("Grip-Channel", "a, b")
+	case "/api/bad":
+		h.Set("Grip-Hold", "response")
+		h.Set("Grip-Channel", "a")
+		h.Set("Grip-Timeout", "soon")
+	case "/api/big":
+		h.Set("Grip-Hold", "response")
+		h.Set("Grip-Channel", "a")
+		w.Write(make([]byte, grip.MaxInstructBody+1))
+	default:
+		h.Set("X-App", "plain")
+		fmt.Fprintf(w, "page %s", r.URL.Path)
+	}
+}
+
+// publishItem publishes one item in Pushpin's format.
+func (s *server) publishItem(channel, id, format string) {
+	s.t.Helper()
+	idField := ""
+	if id != "" {
+		idField = fmt.Sprintf(`"id":%q,`, id)
+	}
+	body := fmt.Sprintf(`{"items":[{"channel":%q,%s"formats":{"http-response":%s}}]}`, channel, idField, format)
+	if r := s.must("POST", s.pub+"/publish/", body, "Content-Type", "application/json"); r.status != 200 {
+		s.t.Fatalf("publish to %s: %d %s", channel, r.status, r.body)
+	}
+}
+
+// A hold the app asks for is answered by a publish on its channel: the
+// published status, headers and body over the app's headers, no Grip-*
+// header. A native poll on the same channel gets the same message. The app
+// sees Caddy's Grip-Sig, never the client's.
+func TestGripHoldAnsweredByPublish(t *testing.T) {
+	app, s := startGripApp(t)
+	held := s.pollAsync(context.Background(), s.poll+"/api/hold?ch=g1", "Grip-Sig", "forged-by-the-client")
+	native := s.pollAsync(context.Background(), s.poll+"/poll/g1")
+	s.waitHeld("g1", 2)
+	s.publishItem("g1", "1", `{"code":201,"headers":{"X-Pub":"1"},"body":"hello"}`)
+	r := <-held
+	if r.status != 201 || r.body != "hello" || r.header.Get("X-Pub") != "1" || r.header.Get("X-App") != "held" ||
+		r.header.Get("Content-Type") != "application/json" {
+		t.Errorf("held GRIP request: %d %q %v", r.status, r.body, r.header)
+	}
+	for k := range r.header {
+		if strings.HasPrefix(k, "Grip-") {
+			t.Errorf("the answer carries %s", k)
+		}
+	}
+	if r := <-native; r.status != 200 || !strings.Contains(r.body, `"data":"hello"`) {
+		t.Errorf("native poll on the same channel: %d %s", r.status, r.body)
+	}
+	app.mu.Lock()
+	defer app.mu.Unlock()
+	if len(app.sigs) != 1 || app.sigErrs[0] != nil || app.sigs[0] == "forged-by-the-client" {
+		t.Errorf("the app saw Grip-Sig %q (%v), want one signed with the key", app.sigs, app.sigErrs)
+	}
+}
+
+// At its timeout a hold is answered with the app's own response, Grip-*
+// headers removed; instructions in a grip-instruct body work the same.
+func TestGripHoldTimesOutWithTheAppsResponse(t *testing.T) {
+	_, s := startGripApp(t)
+	held := s.pollAsync(context.Background(), s.poll+"/api/hold?ch=t1")
+	instructed := s.pollAsync(context.Background(), s.poll+"/api/instruct?ch=t1")
+	s.waitHeld("t1", 2)
+	if r := <-held; r.status != 200 || r.body != `{"messages":[]}` || r.header.Get("X-App") != "held" || r.header.Get("Grip-Hold") != "" || r.header.Get("Grip-Channel") != "" {
+		t.Errorf("at the timeout: %d %q %v", r.status, r.body, r.header)
+	}
+	if r := <-instructed; r.status != 200 || r.body != "timeout body" || r.header.Get("X-App") != "instructed" {
+		t.Errorf("grip-instruct at the timeout: %d %q %v", r.status, r.body, r.header)
+	}
+}
+
+// A hold whose prev-id is behind the channel's last published id goes back
+// to the app at once, with Grip-Last, so nothing published between the
+// app's answer and the hold is missed.
+func TestGripPrevIDBehindGoesBackToTheApp(t *testing.T) {
+	app, s := startGripApp(t)
+	s.publishItem("g2", "1042", `{"body":"the one the app had not seen"}`)
+	if r := s.must("GET", s.poll+"/api/hold?ch=g2&prev=1041", ""); r.status != 200 || r.body != "caught up from 1041" {
+		t.Errorf("behind: %d %q", r.status, r.body)
+	}
+	app.mu.Lock()
+	lasts := fmt.Sprint(app.lasts)
+	app.mu.Unlock()
+	if lasts != "[ g2; last-id=1041]" {
+		t.Errorf("the app saw Grip-Last %s", lasts)
+	}
+	held := s.pollAsync(context.Background(), s.poll+"/api/hold?ch=g2&prev=1042")
+	s.waitHeld("g2", 1)
+	s.publishItem("g2", "1043", `{"body":"next"}`)
+	if r := <-held; r.status != 200 || r.body != "next" {
+		t.Errorf("up to date, then published to: %d %q", r.status, r.body)
+	}
+}
+
+// Answers without instructions pass through as the app wrote them; bad
+// instructions are a 502, and nothing is held.
+func TestGripPassThroughAndBadInstructions(t *testing.T) {
+	_, s := startGripApp(t)
+	if r := s.must("GET", s.poll+"/api/plain", ""); r.status != 200 || r.body != "page /api/plain" || r.header.Get("X-App") != "plain" {
+		t.Errorf("a plain answer: %d %q %v", r.status, r.body, r.header)
+	}
+	for _, path := range []string{"/api/bad", "/api/big", "/api/two"} {
+		if r := s.must("GET", s.poll+path, ""); r.status != 502 {
+			t.Errorf("%s: %d %q", path, r.status, r.body)
+		}
+	}
+	if n := s.info("a")["subscribers"]; n != float64(0) {
+		t.Errorf("%v requests held on a", n)
+	}
+}
