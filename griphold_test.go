@@ -187,3 +187,32 @@ func TestGripPassThroughAndBadInstructions(t *testing.T) {
 		t.Errorf("%v requests held on a", n)
 	}
 }
+
+// A held GRIP request survives a reload that keeps the store, and counts
+// in max_held like a native poll: past it, 503.
+func TestGripHoldSurvivesReloadAndCountsInMaxHeld(t *testing.T) {
+	app, s := startGripApp(t)
+	held := s.pollAsync(context.Background(), s.poll+"/api/hold?ch=r1")
+	s.waitHeld("r1", 1)
+	site := fmt.Sprintf(`longpoll_grip /api/* {
+		sig_key {env.LP_TEST_GRIP_KEY}
+	}
+	longpoll /poll/*
+	reverse_proxy %s`, app.srv.Listener.Addr())
+	s.reload("", site, "longpoll_publish /publish/*")
+	s.publishItem("r1", "", `{"body":"after the reload"}`)
+	if r := <-held; r.status != 200 || r.body != "after the reload" {
+		t.Errorf("held across a reload: %d %q", r.status, r.body)
+	}
+
+	s.reload("longpoll {\n\t\tmax_held 1\n\t}", site, "longpoll_publish /publish/*")
+	first := s.pollAsync(context.Background(), s.poll+"/api/hold?ch=r2")
+	s.waitHeld("r2", 1)
+	if r := s.must("GET", s.poll+"/api/hold?ch=r2", ""); r.status != 503 || r.header.Get("Retry-After") == "" {
+		t.Errorf("past max_held: %d %q", r.status, r.body)
+	}
+	s.publishItem("r2", "", `{"body":"to the first"}`)
+	if r := <-first; r.status != 200 || r.body != "to the first" {
+		t.Errorf("the held one: %d %q", r.status, r.body)
+	}
+}
