@@ -156,6 +156,12 @@ func (h *Grip) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		}
 		a := await{poller: h.shared.poller, store: h.shared.store, channel: ch.Name, cursor: info.Cursor}
 		v := a.wait(r.Context(), in.Timeout, h.exiting)
+		// A gap (more was published meanwhile than the store keeps):
+		// the app says what the client missed, as for a prev-id behind.
+		if v.outcome == answered && v.result.Gap && ch.PrevID != "" && try < maxGripRetries && bodiless(r) {
+			r.Header.Set("Grip-Last", grip.LastHeader(ch.Name, ch.PrevID))
+			continue
+		}
 		return h.answer(w, r, ch, in.Response, v)
 	}
 }
