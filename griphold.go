@@ -56,6 +56,11 @@ type Grip struct {
 	// SigIssuer is the Grip-Sig's iss claim. Default "pushpin".
 	SigIssuer string `json:"sig_issuer,omitempty"`
 
+	// Park parks held HTTP/1.x requests' connections, as the longpoll
+	// handler's Park does (see Poll.Park): far less memory per held
+	// request, the answer closes the connection. Default off.
+	Park bool `json:"park,omitempty"`
+
 	// MaxBody is the largest GRIP response (one with instructions) read
 	// from the app, in bytes; a larger one is answered 502. Responses
 	// without instructions are streamed, whatever their size. Default
@@ -155,6 +160,14 @@ func (h *Grip) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			continue
 		}
 		a := await{poller: h.shared.poller, store: h.shared.store, channel: ch.Name, cursor: info.Cursor}
+		if h.Park && r.ProtoMajor == 1 {
+			p := parker{shared: h.shared, logger: h.logger, respond: func(w http.ResponseWriter, _ *await, v verdict) error {
+				return h.answer(w, ch, in.Response, v)
+			}}
+			if handled, err := p.servePark(w, r, a, in.Timeout); handled {
+				return err
+			}
+		}
 		v := a.wait(r.Context(), in.Timeout, h.exiting)
 		// A gap (more was published meanwhile than the store keeps):
 		// the app says what the client missed, as for a prev-id behind.
@@ -162,7 +175,7 @@ func (h *Grip) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			r.Header.Set("Grip-Last", grip.LastHeader(ch.Name, ch.PrevID))
 			continue
 		}
-		return h.answer(w, r, ch, in.Response, v)
+		return h.answer(w, ch, in.Response, v)
 	}
 }
 
@@ -206,7 +219,7 @@ func bodiless(r *http.Request) bool {
 }
 
 // answer answers a hold that ended with v.
-func (h *Grip) answer(w http.ResponseWriter, r *http.Request, ch grip.Channel, held grip.Response, v verdict) error {
+func (h *Grip) answer(w http.ResponseWriter, ch grip.Channel, held grip.Response, v verdict) error {
 	m := h.shared.metrics
 	switch v.outcome {
 	case answered:
@@ -275,6 +288,7 @@ func writeGripResponse(w http.ResponseWriter, resp grip.Response) error {
 //		sig_key    <key>      # sign a Grip-Sig on requests to the app
 //		sig_issuer <iss>      # its iss claim (default pushpin)
 //		max_body   <size>     # largest response with instructions (default 100000 bytes)
+//		park                  # HTTP/1.x: park held requests' connections (see Grip.Park)
 //	}
 func parseGrip(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	g := new(Grip)
@@ -292,6 +306,11 @@ func parseGrip(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 			if !h.AllArgs(&g.SigIssuer) {
 				return nil, h.ArgErr()
 			}
+		case "park":
+			if h.NextArg() {
+				return nil, h.ArgErr()
+			}
+			g.Park = true
 		case "max_body":
 			var s string
 			if !h.AllArgs(&s) {

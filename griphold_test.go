@@ -3,6 +3,8 @@ package longpoll_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -25,16 +27,17 @@ type gripApp struct {
 	lasts   []string // the Grip-Last of each request to /api/hold
 }
 
-func startGripApp(t *testing.T) (*gripApp, *server) {
+func startGripApp(t *testing.T, park ...string) (*gripApp, *server) {
 	t.Setenv("LP_TEST_GRIP_KEY", gripKey)
 	a := &gripApp{}
 	a.srv = httptest.NewServer(http.HandlerFunc(a.serve))
 	t.Cleanup(a.srv.Close)
 	s := start(t, "", fmt.Sprintf(`longpoll_grip /api/* {
 		sig_key {env.LP_TEST_GRIP_KEY}
+		%s
 	}
 	longpoll /poll/*
-	reverse_proxy %s`, a.srv.Listener.Addr()), "longpoll_publish /publish/*")
+	reverse_proxy %s`, strings.Join(park, ""), a.srv.Listener.Addr()), "longpoll_publish /publish/*")
 	checkLeaks(t, s)
 	// Before checkLeaks' check: reverse_proxy's idle connections to the
 	// app outlive the config (see forwardauth_test.go).
@@ -106,9 +109,15 @@ func (s *server) publishItem(channel, id, format string) {
 // A hold the app asks for is answered by a publish on its channel: the
 // published status, headers and body over the app's headers, no Grip-*
 // header. A native poll on the same channel gets the same message. The app
-// sees Caddy's Grip-Sig, never the client's.
+// sees Caddy's Grip-Sig, never the client's. Held or parked.
 func TestGripHoldAnsweredByPublish(t *testing.T) {
-	app, s := startGripApp(t)
+	for name, park := range map[string]string{"held": "", "parked": "park"} {
+		t.Run(name, func(t *testing.T) { gripHoldAnsweredByPublish(t, park) })
+	}
+}
+
+func gripHoldAnsweredByPublish(t *testing.T, park string) {
+	app, s := startGripApp(t, park)
 	held := s.pollAsync(context.Background(), s.poll+"/api/hold?ch=g1", "Grip-Sig", "forged-by-the-client")
 	native := s.pollAsync(context.Background(), s.poll+"/poll/g1")
 	s.waitHeld("g1", 2)
@@ -123,20 +132,43 @@ func TestGripHoldAnsweredByPublish(t *testing.T) {
 			t.Errorf("the answer carries %s", k)
 		}
 	}
+	if park != "" {
+		// Parked, it was: its answer closes the connection.
+		conn, err := net.Dial("tcp", strings.TrimPrefix(s.poll, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET /api/hold?ch=g1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+		s.waitHeld("g1", 1)
+		s.publishItem("g1", "2", `{"body":"raw"}`)
+		all, err := io.ReadAll(conn) // to EOF: the connection closes
+		if err != nil || !strings.Contains(string(all), "\r\nConnection: close\r\n") || !strings.HasSuffix(string(all), "\r\n\r\nraw") {
+			t.Errorf("a parked GRIP hold's answer: %v\n%s", err, all)
+		}
+	}
 	if r := <-native; r.status != 200 || !strings.Contains(r.body, `"data":"hello"`) {
 		t.Errorf("native poll on the same channel: %d %s", r.status, r.body)
 	}
 	app.mu.Lock()
-	defer app.mu.Unlock()
-	if len(app.sigs) != 1 || app.sigErrs[0] != nil || app.sigs[0] == "forged-by-the-client" {
-		t.Errorf("the app saw Grip-Sig %q (%v), want one signed with the key", app.sigs, app.sigErrs)
+	want := 1 + len(park)/len("park") // parked: the raw request too
+	if len(app.sigs) != want || app.sigErrs[0] != nil || app.sigs[0] == "forged-by-the-client" {
+		t.Errorf("the app saw Grip-Sig %q (%v), want %d signed with the key", app.sigs, app.sigErrs, want)
 	}
+	app.mu.Unlock()
 }
 
 // At its timeout a hold is answered with the app's own response, Grip-*
 // headers removed; instructions in a grip-instruct body work the same.
+// Held or parked.
 func TestGripHoldTimesOutWithTheAppsResponse(t *testing.T) {
-	_, s := startGripApp(t)
+	for name, park := range map[string]string{"held": "", "parked": "park"} {
+		t.Run(name, func(t *testing.T) { gripHoldTimesOut(t, park) })
+	}
+}
+
+func gripHoldTimesOut(t *testing.T, park string) {
+	_, s := startGripApp(t, park)
 	held := s.pollAsync(context.Background(), s.poll+"/api/hold?ch=t1")
 	instructed := s.pollAsync(context.Background(), s.poll+"/api/instruct?ch=t1")
 	s.waitHeld("t1", 2)

@@ -26,16 +26,27 @@ import (
 // answer is written straight to the connection, with "Connection: close":
 // the client opens a new connection for its next poll.
 
-// servePark serves a poll in park mode. It returns false, having written
-// nothing, when the connection cannot be taken over: then the poll is held
-// the ordinary way.
-func (h *Poll) servePark(w http.ResponseWriter, r *http.Request, a await) (bool, error) {
-	sh := h.shared
-	pk := &parkedPoll{h: h, head: r.Method == http.MethodHead}
+// parker parks the polls of one handler: a native poll route, or a GRIP
+// hold (whose answer differs).
+type parker struct {
+	shared *shared
+	logger *zap.Logger
+	// respond writes the answer of an await that ended with v, as the
+	// handler answers a held poll (a store failure is returned, as a
+	// caddyhttp.Error, with nothing written).
+	respond func(w http.ResponseWriter, a *await, v verdict) error
+}
+
+// servePark serves a poll in park mode, for at most timeout. It returns
+// false, having written nothing, when the connection cannot be taken over:
+// then the poll is held the ordinary way.
+func (p parker) servePark(w http.ResponseWriter, r *http.Request, a await, timeout time.Duration) (bool, error) {
+	sh := p.shared
+	pk := &parkedPoll{p: p, head: r.Method == http.MethodHead}
 	x := newAsyncAwait(a, sh.parked, pk.done)
 	pk.x = x
 	if v := x.begin(r.Context()); v.outcome != waiting {
-		return true, h.answerer.respond(w, a.channel, x.a.cursor, v)
+		return true, p.respond(w, &x.a, v)
 	}
 	conn, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -52,13 +63,13 @@ func (h *Poll) servePark(w http.ResponseWriter, r *http.Request, a await) (bool,
 	}
 	pk.token = sh.watch.Watch(conn, pk.clientGone)
 	sh.release.parked()
-	x.park(time.Duration(h.Timeout))
+	x.park(timeout)
 	return true, nil
 }
 
 // parkedPoll is one parked poll: its connection and its await.
 type parkedPoll struct {
-	h     *Poll
+	p     parker
 	x     *asyncAwait
 	conn  net.Conn
 	token connwatch.Token
@@ -74,10 +85,10 @@ const parkedWriteTimeout = 10 * time.Second
 // done is the end of the poll's await: its answer is written (none when
 // the client went away) and the connection closed.
 func (pk *parkedPoll) done(v verdict) {
-	h := pk.h
+	p := pk.p
 	if v.outcome != gone {
 		w := newBufferedResponse()
-		if err := h.answerer.respond(w, pk.x.a.channel, pk.x.a.cursor, v); err != nil {
+		if err := p.respond(w, &pk.x.a, v); err != nil {
 			// A store failure: its status, as a held poll gets it from
 			// Caddy when the site has no handle_errors (which cannot run
 			// for a connection taken over from the server).
@@ -85,16 +96,16 @@ func (pk *parkedPoll) done(v verdict) {
 			if errors.As(err, &he) {
 				w.WriteHeader(he.StatusCode)
 			}
-			h.logger.Debug("parked poll failed", zap.String("channel", pk.x.a.channel), zap.Error(err))
+			p.logger.Debug("parked poll failed", zap.String("channel", pk.x.a.channel), zap.Error(err))
 		}
 		pk.conn.SetWriteDeadline(time.Now().Add(parkedWriteTimeout))
 		if _, err := pk.conn.Write(w.bytes(pk.head)); err != nil {
-			h.logger.Debug("writing a parked poll's answer", zap.String("channel", pk.x.a.channel), zap.Error(err))
+			p.logger.Debug("writing a parked poll's answer", zap.String("channel", pk.x.a.channel), zap.Error(err))
 		}
 	}
-	h.shared.watch.Forget(pk.token)
+	p.shared.watch.Forget(pk.token)
 	pk.conn.Close()
-	h.shared.parked.remove(pk)
+	p.shared.parked.remove(pk)
 }
 
 // parkedPolls is the registry of one store's parked polls. It owns the

@@ -65,6 +65,7 @@ type Poll struct {
 
 	shared   *shared
 	answerer answerer
+	parker   parker
 	logger   *zap.Logger
 	exiting  chan struct{} // closed when the process exits
 }
@@ -105,6 +106,9 @@ func (h *Poll) Provision(ctx caddy.Context) error {
 	}
 	h.shared = app.shared
 	h.answerer = answerer{format: h.Format, answers: app.shared.answers, metrics: app.shared.metrics}
+	h.parker = parker{shared: h.shared, logger: h.logger, respond: func(w http.ResponseWriter, a *await, v verdict) error {
+		return h.answerer.respond(w, a.channel, a.cursor, v)
+	}}
 	// On process exit Caddy waits for in-flight requests before it cleans
 	// up modules, so held polls are answered when their server begins to
 	// shut down, and parked ones with them. On a reload they stay held:
@@ -166,7 +170,7 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 	}
 	a := await{poller: h.shared.poller, store: h.shared.store, channel: channel, cursor: cursor}
 	if h.Park && r.ProtoMajor == 1 {
-		if handled, err := h.servePark(w, r, a); handled {
+		if handled, err := h.parker.servePark(w, r, a, time.Duration(h.Timeout)); handled {
 			return err
 		}
 	}
