@@ -108,9 +108,13 @@ func (h *Grip) Provision(ctx caddy.Context) error {
 	h.exiting = exiting
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
 		var once sync.Once
+		parked := h.shared.parked
 		srv.RegisterOnShutdown(func() {
 			if caddy.Exiting() {
-				once.Do(func() { close(exiting) })
+				once.Do(func() {
+					close(exiting)
+					parked.exit()
+				})
 			}
 		})
 	}
