@@ -93,8 +93,8 @@ func TestPushpinPublishFormatAnswersAndRefusals(t *testing.T) {
 	}{
 		{"json answer", item, []string{"Accept", "application/json"}, 200, `{"message":"Published"}`},
 		{"stream format only", `{"items":[{"channel":"c","formats":{"http-stream":{"content":"x"}}}]}`, nil, 200, "Published"},
-		{"not JSON", "items", nil, 400, "invalid publish format"},
-		{"no items", `{"items":"none"}`, nil, 400, "invalid publish format"},
+		{"not JSON", "items", nil, 400, "not Pushpin's publish format"},
+		{"no items", `{"items":"none"}`, nil, 400, "not Pushpin's publish format"},
 		{"empty channel", `{"items":[{"channel":"","formats":{"http-response":{"body":"x"}}}]}`, nil, 400, "items[0]"},
 		{"not acceptable", item, []string{"Accept", "image/png"}, 406, "Not Acceptable"},
 	} {

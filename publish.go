@@ -261,7 +261,7 @@ func (h *Publish) publishItems(w http.ResponseWriter, r *http.Request, tokenOK b
 	}
 	items, err := grip.ParsePublish(body)
 	if err != nil {
-		return h.reject(w, "bad_request", http.StatusBadRequest, "invalid publish format: %v", err)
+		return h.reject(w, "bad_request", http.StatusBadRequest, `no channel named, and the body is not Pushpin's publish format {"items": [...]}: %v`, err)
 	}
 	for i, it := range items {
 		if err := store.ValidChannel(it.Channel); err != nil {

@@ -24,7 +24,8 @@ func TestPublishRejectsBadInputWithJSONErrors(t *testing.T) {
 		status                   int
 		says                     string
 	}{
-		{"empty channel", "POST", "/publish/", "x", nil, 400, "empty"},
+		{"empty channel", "POST", "/publish/", "x", nil, 400, "no channel named, and the body is not Pushpin's publish format"},
+		{"empty channel, GET", "GET", "/publish/", "", nil, 400, "empty"},
 		{"channel too long", "POST", "/publish/" + strings.Repeat("x", 257), "x", nil, 400, "longer than 256"},
 		{"control bytes", "POST", "/publish/a%0Ab", "x", nil, 400, "control"},
 		{"JSON type, not JSON", "POST", "/publish/c", "{nope", []string{"Content-Type", "application/json"}, 400, "not valid JSON"},
