@@ -387,3 +387,76 @@ func TestHeldClientGetsThePublishedItem(t *testing.T) {
 		}
 	}
 }
+
+// gripDeliveryBug is why the next two tests are skipped.
+const gripDeliveryBug = "plugin bug: longpoll_grip answers a hold with the next message after the cursor it took, " +
+	"whatever that item's prev-id, also after giving up sending the hold back (maxGripRetries); Pushpin delivers an item " +
+	"to a hold only if the item's prev-id is the hold's prev-id, else sends the request back to the app " +
+	`(docs/grip.md, "On delivery to a hold"). Remove the skip when longpoll_grip does.`
+
+// An app that saves an item and then publishes it (the usual order), with
+// a client polling in between: the client gets the item from the app, and
+// holds with prev-id = that item, which Caddy has not seen yet. When the
+// item's publish arrives (prev-id = the one before), Pushpin does not
+// deliver it to that hold: the item's prev-id is not the hold's. The client
+// must not get it twice.
+func TestItemSavedBeforeItsPublishIsNotDeliveredTwice(t *testing.T) {
+	t.Skip(gripDeliveryBug)
+	e := startExample(t, nil)
+	ctx := context.Background()
+	for i := 1; i <= 3; i++ {
+		e.post(fmt.Sprint("item ", i))
+	}
+	it := item{ID: "4", Text: "item 4"}
+	e.app.mu.Lock()
+	e.app.append(it) // saved; its publish is on its way
+	e.app.mu.Unlock()
+	if f, err := e.poll(ctx, 3); err != nil || len(f.Items) != 1 {
+		t.Fatalf("since 3: %v %v", ids(f.Items), err)
+	}
+	answer := make(chan error, 1)
+	go func() {
+		_, err := e.poll(ctx, 4) // held with prev-id=4, ahead of Caddy's 3
+		answer <- err
+	}()
+	e.waitHeld(1)
+	if err := e.app.publish(ctx, it, "3"); err != nil {
+		t.Fatal(err)
+	}
+	e.post("item 5")
+	if err := <-answer; err != nil {
+		t.Errorf("the client that had item 4: %v (%d polls came back with Grip-Last)", err, e.app.retries.Load())
+	}
+}
+
+// An app that publishes an item and then saves it, with a client polling
+// in between: the app holds with prev-id = the item before, Caddy sends the
+// request back (Grip-Last) until it gives up and holds it after the item.
+// The next item's publish (prev-id = the item) is not the hold's prev-id:
+// Pushpin sends the request back to the app, which answers both. The
+// client must not miss the first.
+func TestItemPublishedBeforeItIsSavedIsNotMissed(t *testing.T) {
+	t.Skip(gripDeliveryBug)
+	e := startExample(t, nil)
+	ctx := context.Background()
+	for i := 1; i <= 3; i++ {
+		e.post(fmt.Sprint("item ", i))
+	}
+	it := item{ID: "4", Text: "item 4"}
+	if err := e.app.publish(ctx, it, "3"); err != nil { // published; not saved yet
+		t.Fatal(err)
+	}
+	answer := make(chan error, 1)
+	go func() {
+		_, err := e.poll(ctx, 3) // held with prev-id=3, behind Caddy's 4
+		answer <- err
+	}()
+	e.waitHeld(1)
+	e.app.mu.Lock()
+	e.app.append(it)
+	e.app.mu.Unlock()
+	e.post("item 5")
+	if err := <-answer; err != nil {
+		t.Errorf("the client at item 3: %v (%d polls came back with Grip-Last)", err, e.app.retries.Load())
+	}
+}
