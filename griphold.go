@@ -157,7 +157,10 @@ func (h *Grip) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		}
 		// The app answered from what it knew (prev-id); something newer
 		// was published since: it answers again, told where the client is.
-		if ch.PrevID != "" && info.LastPubID != "" && info.LastPubID != ch.PrevID && try < maxGripRetries && bodiless(r) {
+		// Once only, as Pushpin forgets the last id then: the app may have
+		// saved an item it has not published yet; the check on delivery
+		// (stale) keeps that hold right.
+		if ch.PrevID != "" && info.LastPubID != "" && info.LastPubID != ch.PrevID && try == 0 && bodiless(r) {
 			r.Header.Set("Grip-Last", grip.LastHeader(ch.Name, ch.PrevID))
 			h.logger.Debug("GRIP hold behind the channel: asking the app again",
 				zap.String("channel", ch.Name), zap.String("prev_id", ch.PrevID), zap.String("last_id", info.LastPubID))
@@ -173,9 +176,10 @@ func (h *Grip) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			}
 		}
 		v := a.wait(r.Context(), in.Timeout, h.exiting)
-		// A gap (more was published meanwhile than the store keeps):
-		// the app says what the client missed, as for a prev-id behind.
-		if v.outcome == answered && v.result.Gap && ch.PrevID != "" && try < maxGripRetries && bodiless(r) {
+		// The next message does not follow what the app gave the client
+		// (its prev-id is another), or a gap (more was published meanwhile
+		// than the store keeps): the app says what the client missed.
+		if v.outcome == answered && (stale(ch, v.result) || v.result.Gap && ch.PrevID != "") && try < maxGripRetries && bodiless(r) {
 			r.Header.Set("Grip-Last", grip.LastHeader(ch.Name, ch.PrevID))
 			continue
 		}
@@ -227,7 +231,12 @@ func (h *Grip) answer(w http.ResponseWriter, ch grip.Channel, held grip.Response
 	m := h.shared.metrics
 	switch v.outcome {
 	case answered:
-		if len(v.result.Messages) == 0 { // a gap with nothing retained
+		// A gap with nothing retained, or a message that does not follow
+		// what the app gave the client (and the app was asked again as
+		// often as it may be, or the request was parked): the app's own
+		// answer, as at the timeout; the client's next poll goes to the
+		// app, which gives it what it missed.
+		if len(v.result.Messages) == 0 || stale(ch, v.result) {
 			return writeGripResponse(w, held)
 		}
 		m.answered.Inc()
@@ -244,6 +253,17 @@ func (h *Grip) answer(w http.ResponseWriter, ch grip.Channel, held grip.Response
 	}
 	// refused or failed: as a native poll is answered
 	return h.answerer.respond(w, ch.Name, "", v)
+}
+
+// stale reports whether the first message of res does not follow the hold's
+// prev-id: published with a prev-id of its own, another one. Pushpin then
+// sends the request back to the app instead of delivering the message.
+func stale(ch grip.Channel, res store.Result) bool {
+	if ch.PrevID == "" || len(res.Messages) == 0 {
+		return false
+	}
+	prev := res.Messages[0].PrevPubID
+	return prev != "" && prev != ch.PrevID
 }
 
 // publishedFormat is the http-response a message answers a GRIP hold with:

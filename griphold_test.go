@@ -201,6 +201,17 @@ func TestGripPrevIDBehindGoesBackToTheApp(t *testing.T) {
 	if r := <-held; r.status != 200 || r.body != "next" {
 		t.Errorf("up to date, then published to: %d %q", r.status, r.body)
 	}
+	// A message that does not follow the hold's prev-id (its own prev-id
+	// is another) is not delivered: the app is asked again.
+	held = s.pollAsync(context.Background(), s.poll+"/api/hold?ch=g2&prev=1043")
+	s.waitHeld("g2", 1)
+	body := `{"items":[{"channel":"g2","id":"1045","prev-id":"1044","formats":{"http-response":{"body":"skips 1044"}}}]}`
+	if r := s.must("POST", s.pub+"/publish/", body, "Content-Type", "application/json"); r.status != 200 {
+		t.Fatalf("publish: %d %s", r.status, r.body)
+	}
+	if r := <-held; r.status != 200 || r.body != "caught up from 1043" {
+		t.Errorf("a message whose prev-id is not the hold's: %d %q, want the app asked again", r.status, r.body)
+	}
 }
 
 // Answers without instructions pass through as the app wrote them; bad

@@ -281,7 +281,7 @@ func (h *Publish) publishItems(w http.ResponseWriter, r *http.Request, tokenOK b
 		if f == nil || f.Action != grip.ActionSend {
 			continue // no http-response, or a hint: nothing to keep
 		}
-		msg := store.Message{Type: f.Header.Get("Content-Type"), Data: f.Body, PubID: it.ID,
+		msg := store.Message{Type: f.Header.Get("Content-Type"), Data: f.Body, PubID: it.ID, PrevPubID: it.PrevID,
 			Response: &store.Response{Code: f.Code, Reason: f.Reason, Header: f.Header}}
 		if msg.Type == "" {
 			msg.Type = "application/octet-stream"

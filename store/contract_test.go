@@ -217,7 +217,7 @@ func RunContract(t *testing.T, h Harness) {
 		resp := &Response{Code: 201, Reason: "Made", Header: map[string][]string{"X-A": {"1", "2"}, "Content-Type": {"text/plain"}}}
 		for _, m := range []Message{
 			{Type: "text/plain", Data: []byte("grip"), PubID: "1041", Response: resp},
-			{Type: "text/plain", Data: []byte("id only"), PubID: "1042"},
+			{Type: "text/plain", Data: []byte("id only"), PubID: "1042", PrevPubID: "1041"},
 		} {
 			if _, _, err := s.Append(ctx, "g", m, ""); err != nil {
 				t.Fatal(err)
@@ -228,10 +228,10 @@ func RunContract(t *testing.T, h Harness) {
 		}
 		r := since(t, s, "g", start)
 		want(t, r, false, "grip", "id only")
-		if m := r.Messages[0]; m.PubID != "1041" || m.Response == nil || fmt.Sprint(*m.Response) != fmt.Sprint(*resp) {
+		if m := r.Messages[0]; m.PubID != "1041" || m.PrevPubID != "" || m.Response == nil || fmt.Sprint(*m.Response) != fmt.Sprint(*resp) {
 			t.Fatalf("first message: PubID %q, Response %+v; want 1041, %+v", m.PubID, m.Response, resp)
 		}
-		if m := r.Messages[1]; m.PubID != "1042" || m.Response != nil {
+		if m := r.Messages[1]; m.PubID != "1042" || m.PrevPubID != "1041" || m.Response != nil {
 			t.Fatalf("second message: PubID %q, Response %+v", m.PubID, m.Response)
 		}
 		pub(t, s, "g", "plain", "")

@@ -266,16 +266,17 @@ func (r *Redis) Append(ctx context.Context, channel string, m Message, key strin
 
 // redisMeta is a message's GRIP fields, in its stream entry's "g" field.
 type redisMeta struct {
-	PubID    string    `json:"i,omitempty"`
-	Response *Response `json:"r,omitempty"`
+	PubID     string    `json:"i,omitempty"`
+	PrevPubID string    `json:"p,omitempty"`
+	Response  *Response `json:"r,omitempty"`
 }
 
 // encodeMeta is the "g" field of m: "" when m has no GRIP fields.
 func encodeMeta(m Message) (string, error) {
-	if m.PubID == "" && m.Response == nil {
+	if m.PubID == "" && m.PrevPubID == "" && m.Response == nil {
 		return "", nil
 	}
-	b, err := json.Marshal(redisMeta{PubID: m.PubID, Response: m.Response})
+	b, err := json.Marshal(redisMeta{PubID: m.PubID, PrevPubID: m.PrevPubID, Response: m.Response})
 	return string(b), err
 }
 
@@ -284,7 +285,7 @@ func encodeMeta(m Message) (string, error) {
 func decodeMeta(g string, m *Message) {
 	var meta redisMeta
 	if json.Unmarshal([]byte(g), &meta) == nil {
-		m.PubID, m.Response = meta.PubID, meta.Response
+		m.PubID, m.PrevPubID, m.Response = meta.PubID, meta.PrevPubID, meta.Response
 	}
 }
 

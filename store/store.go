@@ -28,8 +28,10 @@ type Message struct {
 	// Data is the message body, as published.
 	Data []byte
 	// PubID is the publisher's own id for the message (a GRIP item's
-	// "id"), "" if it gave none. Stores keep it as published.
-	PubID string
+	// "id"), "" if it gave none, and PrevPubID the id it says came before
+	// it on the channel (a GRIP item's "prev-id"). Stores keep both as
+	// published.
+	PubID, PrevPubID string
 	// Response is how the message answers a request held in GRIP mode
 	// (Pushpin's "http-response" format; its body is Data): nil for a
 	// message published without one. Stores keep it as published.

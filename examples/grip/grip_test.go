@@ -388,12 +388,6 @@ func TestHeldClientGetsThePublishedItem(t *testing.T) {
 	}
 }
 
-// gripDeliveryBug is why the next two tests are skipped.
-const gripDeliveryBug = "plugin bug: longpoll_grip answers a hold with the next message after the cursor it took, " +
-	"whatever that item's prev-id, also after giving up sending the hold back (maxGripRetries); Pushpin delivers an item " +
-	"to a hold only if the item's prev-id is the hold's prev-id, else sends the request back to the app " +
-	`(docs/grip.md, "On delivery to a hold"). Remove the skip when longpoll_grip does.`
-
 // An app that saves an item and then publishes it (the usual order), with
 // a client polling in between: the client gets the item from the app, and
 // holds with prev-id = that item, which Caddy has not seen yet. When the
@@ -401,7 +395,6 @@ const gripDeliveryBug = "plugin bug: longpoll_grip answers a hold with the next 
 // deliver it to that hold: the item's prev-id is not the hold's. The client
 // must not get it twice.
 func TestItemSavedBeforeItsPublishIsNotDeliveredTwice(t *testing.T) {
-	t.Skip(gripDeliveryBug)
 	e := startExample(t, nil)
 	ctx := context.Background()
 	for i := 1; i <= 3; i++ {
@@ -436,7 +429,6 @@ func TestItemSavedBeforeItsPublishIsNotDeliveredTwice(t *testing.T) {
 // Pushpin sends the request back to the app, which answers both. The
 // client must not miss the first.
 func TestItemPublishedBeforeItIsSavedIsNotMissed(t *testing.T) {
-	t.Skip(gripDeliveryBug)
 	e := startExample(t, nil)
 	ctx := context.Background()
 	for i := 1; i <= 3; i++ {
