@@ -7,7 +7,6 @@ import (
 	"maps"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -104,20 +103,7 @@ func (h *Grip) Provision(ctx caddy.Context) error {
 	}
 	h.shared = app.shared
 	h.answerer = answerer{format: FormatJSON, answers: app.shared.answers, metrics: app.shared.metrics}
-	exiting := make(chan struct{})
-	h.exiting = exiting
-	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
-		var once sync.Once
-		parked := h.shared.parked
-		srv.RegisterOnShutdown(func() {
-			if caddy.Exiting() {
-				once.Do(func() {
-					close(exiting)
-					parked.exit()
-				})
-			}
-		})
-	}
+	h.exiting = onExit(ctx, h.shared.parked)
 	return nil
 }
 

@@ -109,15 +109,18 @@ func (h *Poll) Provision(ctx caddy.Context) error {
 	h.parker = parker{shared: h.shared, logger: h.logger, respond: func(w http.ResponseWriter, a *await, v verdict) error {
 		return h.answerer.respond(w, a.channel, a.cursor, v)
 	}}
-	// On process exit Caddy waits for in-flight requests before it cleans
-	// up modules, so held polls are answered when their server begins to
-	// shut down, and parked ones with them. On a reload they stay held:
-	// the next config shares them.
+	h.exiting = onExit(ctx, h.shared.parked)
+	return nil
+}
+
+// onExit returns a channel closed when the process exits, and then answers
+// the parked polls too. Caddy waits for in-flight requests before it
+// cleans up modules, so held polls are answered when their server begins
+// to shut down. On a reload they stay held: the next config shares them.
+func onExit(ctx caddy.Context, parked *parkedPolls) chan struct{} {
 	exiting := make(chan struct{})
-	h.exiting = exiting
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
 		var once sync.Once
-		parked := h.shared.parked
 		srv.RegisterOnShutdown(func() {
 			if caddy.Exiting() {
 				once.Do(func() {
@@ -127,7 +130,7 @@ func (h *Poll) Provision(ctx caddy.Context) error {
 			}
 		})
 	}
-	return nil
+	return exiting
 }
 
 // Validate checks the configuration.
