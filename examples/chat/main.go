@@ -27,11 +27,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
-	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/caddy-longpoll/longpoll"
+	"github.com/caddy-longpoll/longpoll/examples/internal/caddyrun"
 )
 
 //go:embed Caddyfile
@@ -97,18 +94,8 @@ func run(ctx context.Context, o options, ready func(url string)) error {
 	if host == "" {
 		host = "0.0.0.0" // ":8080": every interface
 	}
-	for k, v := range map[string]string{"CHAT_HOST": host, "CHAT_PORT": port, "CHAT_APP": o.App, "CHAT_PUBLISH": o.Publish} {
-		os.Setenv(k, v)
-	}
-	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(caddyfile, map[string]any{"filename": "examples/chat/Caddyfile"})
-	if err != nil {
-		return fmt.Errorf("caddyfile: %v", err)
-	}
-	for _, w := range warnings {
-		fmt.Fprintln(os.Stderr, "chat: caddyfile:", w)
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		return fmt.Errorf("caddy: %v (another -addr or -publish address?)", err)
+	if err := caddyrun.Load("chat", "examples/chat/Caddyfile", caddyfile, map[string]string{"CHAT_HOST": host, "CHAT_PORT": port, "CHAT_APP": o.App, "CHAT_PUBLISH": o.Publish}); err != nil {
+		return err
 	}
 	// Stopping Caddy answers the held polls (304), so browsers re-poll
 	// into whatever runs next.

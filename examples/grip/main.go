@@ -28,11 +28,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
-	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/caddy-longpoll/longpoll"
+	"github.com/caddy-longpoll/longpoll/examples/internal/caddyrun"
 )
 
 //go:embed Caddyfile
@@ -98,18 +95,8 @@ func run(ctx context.Context, o options, a *app, ready func(url string)) error {
 	if host == "" {
 		host = "0.0.0.0" // ":8080": every interface
 	}
-	for k, v := range map[string]string{"GRIP_HOST": host, "GRIP_PORT": port, "GRIP_APP": o.App, "GRIP_PUBLISH": o.Publish, "GRIP_KEY": string(a.key)} {
-		os.Setenv(k, v)
-	}
-	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(caddyfile, map[string]any{"filename": "examples/grip/Caddyfile"})
-	if err != nil {
-		return fmt.Errorf("caddyfile: %v", err)
-	}
-	for _, w := range warnings {
-		fmt.Fprintln(os.Stderr, "grip: caddyfile:", w)
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		return fmt.Errorf("caddy: %v (another -addr or -publish address?)", err)
+	if err := caddyrun.Load("grip", "examples/grip/Caddyfile", caddyfile, map[string]string{"GRIP_HOST": host, "GRIP_PORT": port, "GRIP_APP": o.App, "GRIP_PUBLISH": o.Publish, "GRIP_KEY": string(a.key)}); err != nil {
+		return err
 	}
 	// Stopping Caddy answers held requests with the app's own answer
 	// (as at their timeout), so clients poll again.
