@@ -217,12 +217,13 @@ func (h *Grip) answer(w http.ResponseWriter, ch grip.Channel, held grip.Response
 	m := h.shared.metrics
 	switch v.outcome {
 	case answered:
-		// A gap with nothing retained, or a message that does not follow
-		// what the app gave the client (and the app was asked again as
-		// often as it may be, or the request was parked): the app's own
-		// answer, as at the timeout; the client's next poll goes to the
-		// app, which gives it what it missed.
-		if len(v.result.Messages) == 0 || stale(ch, v.result) {
+		// A gap (more was published since the hold began than the store
+		// keeps: the retained messages are not the next one), or a message
+		// that does not follow what the app gave the client (and the app
+		// was asked again as often as it may be, or the request was
+		// parked): the app's own answer, as at the timeout; the client's
+		// next poll goes to the app, which gives it what it missed.
+		if len(v.result.Messages) == 0 || v.result.Gap || stale(ch, v.result) {
 			return writeGripResponse(w, held)
 		}
 		m.answered.Inc()
