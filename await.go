@@ -9,8 +9,9 @@ import (
 	"github.com/caddy-longpoll/longpoll/store"
 )
 
-// An await is one poll waiting for messages on its channel: the one
-// hold-then-read loop that every way of serving a poll uses. Its rules:
+// An await is one poll waiting for messages on its channel, or on several:
+// the one hold-then-read loop that every way of serving a poll uses. Its
+// rules:
 //
 //  1. Hold before reading the store. The poll is registered with the
 //     poller first and the store read second, so a message appended after
@@ -37,22 +38,39 @@ import (
 //     without it, if that places it (see encodingSuffixes).
 //  8. A store failure is answered as such (503 when the store could not be
 //     reached); when the client has gone meanwhile nothing is answered.
+//  9. A poll on several channels is held once, on all of them (the first
+//     publish or deletion on any answers it), and each read reads the
+//     channels in order: the first with messages after its cursor, or a
+//     gap, is the answer (rule 3); the others' cursors move to their
+//     tails (rule 5). A deletion of any of them is rule 6's 410.
 //
 // Two forms share these steps: wait, for a goroutine that blocks until the
 // verdict (held polls), and asyncAwait, driven by events and callbacks, for
 // a poll no goroutine waits on (parked polls).
 type await struct {
-	poller  *poller.Poller
-	store   store.Store
-	channel string
-	// cursor is the poll's cursor; after a read with nothing new, the
-	// store's tail.
-	cursor string
+	poller *poller.Poller
+	store  store.Store
+	// subs are the channels the poll waits on, at least one, each with
+	// its cursor.
+	subs   []sub
 	waiter *poller.Waiter // nil when not held
 	woken  bool           // by a publish: read before holding again
 	// notify, if set, makes holds callbacks (HoldFunc) instead of
 	// channels: the async form.
 	notify func(poller.Reason)
+}
+
+// sub is one channel of an await and the poll's place in it.
+type sub struct {
+	channel string
+	// cursor is the poll's cursor; after a read with nothing new, the
+	// store's tail.
+	cursor string
+}
+
+// newAwait returns the await of a poll on one channel from cursor.
+func newAwait(p *poller.Poller, st store.Store, channel, cursor string) await {
+	return await{poller: p, store: st, subs: []sub{{channel, cursor}}}
 }
 
 // outcome is how an await ended.
@@ -72,6 +90,7 @@ const (
 type verdict struct {
 	outcome outcome
 	result  store.Result // answered
+	sub     int          // answered: the index of the sub result is of
 	err     error        // refused, failed
 	timeout bool         // notModified because the poll's time was up
 }
@@ -79,10 +98,21 @@ type verdict struct {
 // hold registers the poll with the poller.
 func (a *await) hold() error {
 	var err error
-	if a.notify != nil {
-		a.waiter, err = a.poller.HoldFunc(a.channel, a.notify)
-	} else {
-		a.waiter, err = a.poller.Hold(a.channel)
+	switch {
+	case len(a.subs) > 1:
+		channels := make([]string, len(a.subs))
+		for i, s := range a.subs {
+			channels[i] = s.channel
+		}
+		if a.notify != nil {
+			a.waiter, err = a.poller.HoldAllFunc(channels, a.notify)
+		} else {
+			a.waiter, err = a.poller.HoldAll(channels)
+		}
+	case a.notify != nil:
+		a.waiter, err = a.poller.HoldFunc(a.subs[0].channel, a.notify)
+	default:
+		a.waiter, err = a.poller.Hold(a.subs[0].channel)
 	}
 	return err
 }
@@ -95,34 +125,37 @@ func (a *await) release() {
 	}
 }
 
-// read is rules 1 to 5, 7 and 8: it ends with a verdict, or waiting with the
-// poll held.
+// read is rules 1 to 5, 7, 8 and 9: it ends with a verdict, or waiting with
+// the poll held.
 func (a *await) read(ctx context.Context) verdict {
 	for {
 		var holdErr error
 		if !a.woken && a.waiter == nil {
 			holdErr = a.hold()
 		}
-		res, err := a.store.Since(ctx, a.channel, a.cursor)
-		if err != nil {
-			a.release()
-			if ctx.Err() != nil {
-				return verdict{outcome: gone}
+		for i := range a.subs {
+			s := &a.subs[i]
+			res, err := a.store.Since(ctx, s.channel, s.cursor)
+			if err != nil {
+				a.release()
+				if ctx.Err() != nil {
+					return verdict{outcome: gone}
+				}
+				return verdict{outcome: failed, err: err}
 			}
-			return verdict{outcome: failed, err: err}
-		}
-		if res.Gap {
-			if c, ok := withoutEncoding(a.cursor); ok {
-				if r2, err := a.store.Since(ctx, a.channel, c); err == nil && !r2.Gap {
-					a.cursor, res = c, r2
+			if res.Gap {
+				if c, ok := withoutEncoding(s.cursor); ok {
+					if r2, err := a.store.Since(ctx, s.channel, c); err == nil && !r2.Gap {
+						s.cursor, res = c, r2
+					}
 				}
 			}
+			if len(res.Messages) > 0 || res.Gap {
+				a.release()
+				return verdict{outcome: answered, result: res, sub: i}
+			}
+			s.cursor = res.Cursor
 		}
-		if len(res.Messages) > 0 || res.Gap {
-			a.release()
-			return verdict{outcome: answered, result: res}
-		}
-		a.cursor = res.Cursor
 		if a.woken { // nothing new after all: hold, and read again
 			a.woken = false
 			continue

@@ -57,7 +57,7 @@ var awaitForms = map[string]func(a await, timeout time.Duration, r *testRunner) 
 		go func() {
 			defer cancel()
 			v := a.wait(ctx, timeout, exiting)
-			v.result.Cursor = resultCursor(v, a.cursor)
+			v.result.Cursor = resultCursor(v, a.subs[0].cursor)
 			run.end <- v
 		}()
 		return run
@@ -66,13 +66,13 @@ var awaitForms = map[string]func(a await, timeout time.Duration, r *testRunner) 
 		run := awaitRun{end: make(chan verdict, 1)}
 		var x *asyncAwait
 		x = newAsyncAwait(a, r, func(v verdict) {
-			v.result.Cursor = resultCursor(v, x.a.cursor)
+			v.result.Cursor = resultCursor(v, x.a.subs[0].cursor)
 			run.end <- v
 		})
 		run.exit = func() { x.finish(evExit) }
 		run.gone = func() { x.event(evGone) }
 		if v := x.begin(context.Background()); v.outcome != waiting {
-			v.result.Cursor = resultCursor(v, x.a.cursor)
+			v.result.Cursor = resultCursor(v, x.a.subs[0].cursor)
 			run.end <- v
 		} else {
 			x.park(timeout)
@@ -215,7 +215,7 @@ func TestAwaitRulesHeldAndAsync(t *testing.T) {
 					timeout = time.Hour
 				}
 				var runner testRunner
-				run := start(await{poller: e.p, store: e.st, channel: ch, cursor: e.cursor}, timeout, &runner)
+				run := start(newAwait(e.p, e.st, ch, e.cursor), timeout, &runner)
 				if tc.act != nil {
 					tc.act(e, run)
 				}
@@ -240,6 +240,77 @@ func TestAwaitRulesHeldAndAsync(t *testing.T) {
 				}
 				if n := e.p.Held(); n != 0 {
 					t.Fatalf("%d polls still held after the verdict", n)
+				}
+			})
+		}
+	}
+}
+
+// A poll on several channels (rule 9), in both forms: held once on all of
+// them; a publish on any answers it with that channel's messages, even
+// after a wake-up with nothing new; a deletion of any answers 410; none of
+// them stays held.
+func TestAwaitOnSeveralChannels(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	channels := []string{"a", "b", "c"}
+	for form, start := range awaitForms {
+		for _, tc := range []struct {
+			name    string
+			act     func(st store.Store, p *poller.Poller)
+			outcome outcome
+			sub     int
+			data    string
+		}{
+			{name: "published on the last", act: func(st store.Store, p *poller.Poller) {
+				p.WakeAll() // nothing new: held again on all
+				waitFor(t, "held again", func() bool { return p.Waiting("a") == 1 && p.Waiting("c") == 1 })
+				st.Append(context.Background(), "c", store.Message{Data: []byte("on c")}, "")
+				p.Wake("c")
+			}, outcome: answered, sub: 2, data: "on c"},
+			{name: "published on two: the first in order", act: func(st store.Store, p *poller.Poller) {
+				st.Append(context.Background(), "c", store.Message{Data: []byte("on c")}, "")
+				st.Append(context.Background(), "b", store.Message{Data: []byte("on b")}, "")
+				p.Wake("c")
+				p.Wake("b")
+			}, outcome: answered, sub: 1, data: "on b"},
+			{name: "one deleted: 410", act: func(st store.Store, p *poller.Poller) {
+				st.Delete(context.Background(), "b")
+				p.Gone("b")
+			}, outcome: deleted},
+		} {
+			t.Run(form+"/"+tc.name, func(t *testing.T) {
+				mem := store.NewMemory(store.MemoryConfig{Buffer: 10, TTL: time.Hour})
+				defer mem.Close()
+				p := poller.New(0)
+				a := await{poller: p, store: mem}
+				for _, ch := range channels {
+					info, _ := mem.Info(context.Background(), ch)
+					a.subs = append(a.subs, sub{ch, info.Cursor})
+				}
+				var runner testRunner
+				run := start(a, time.Hour, &runner)
+				waitFor(t, "held on every channel", func() bool {
+					return p.Waiting("a") == 1 && p.Waiting("b") == 1 && p.Waiting("c") == 1
+				})
+				if p.Held() != 1 {
+					t.Fatalf("Held = %d, want 1 for one poll on 3 channels", p.Held())
+				}
+				tc.act(mem, p)
+				v := <-run.end
+				runner.wg.Wait()
+				if v.outcome != tc.outcome || v.sub != tc.sub {
+					t.Fatalf("verdict %+v, want outcome %d sub %d", v, tc.outcome, tc.sub)
+				}
+				if tc.data != "" && (len(v.result.Messages) != 1 || string(v.result.Messages[0].Data) != tc.data) {
+					t.Fatalf("messages %v, want %q", v.result.Messages, tc.data)
+				}
+				for _, ch := range channels {
+					if n := p.Waiting(ch); n != 0 {
+						t.Fatalf("%d still held on %s", n, ch)
+					}
+				}
+				if p.Held() != 0 {
+					t.Fatalf("Held = %d after the verdict", p.Held())
 				}
 			})
 		}

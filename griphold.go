@@ -130,32 +130,42 @@ func (h *Grip) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			}
 			return writeGripResponse(w, in.Response)
 		}
-		if len(in.Channels) != 1 {
-			return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("GRIP: the app asked to hold on %d channels; longpoll_grip holds on one", len(in.Channels)))
+		chans := in.Channels
+		switch {
+		case len(chans) == 0:
+			return caddyhttp.Error(http.StatusBadGateway, errors.New("GRIP: the app asked for a hold on no channel"))
+		case len(chans) > grip.MaxChannelsPerHold:
+			return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("GRIP: the app asked to hold on %d channels; longpoll_grip holds on at most %d (Pushpin drops the rest)", len(chans), grip.MaxChannelsPerHold))
 		}
-		ch := in.Channels[0]
-		if err := store.ValidChannel(ch.Name); err != nil {
-			return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("GRIP: Grip-Channel: %v", err))
-		}
-		info, err := h.shared.store.Info(r.Context(), ch.Name)
-		if err != nil {
-			return storeFailure(w.Header(), fmt.Errorf("holding on %q: %w", ch.Name, err))
+		a := await{poller: h.shared.poller, store: h.shared.store, subs: make([]sub, len(chans))}
+		behind := ""
+		for i, ch := range chans {
+			if err := store.ValidChannel(ch.Name); err != nil {
+				return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("GRIP: Grip-Channel: %v", err))
+			}
+			info, err := h.shared.store.Info(r.Context(), ch.Name)
+			if err != nil {
+				return storeFailure(w.Header(), fmt.Errorf("holding on %q: %w", ch.Name, err))
+			}
+			a.subs[i] = sub{channel: ch.Name, cursor: info.Cursor}
+			if ch.PrevID != "" && info.LastPubID != "" && info.LastPubID != ch.PrevID && behind == "" {
+				behind = ch.Name
+				h.logger.Debug("GRIP hold behind the channel: asking the app again",
+					zap.String("channel", ch.Name), zap.String("prev_id", ch.PrevID), zap.String("last_id", info.LastPubID))
+			}
 		}
 		// The app answered from what it knew (prev-id); something newer
 		// was published since: it answers again, told where the client is.
 		// Once only, as Pushpin forgets the last id then: the app may have
 		// saved an item it has not published yet; the check on delivery
 		// (stale) keeps that hold right.
-		if ch.PrevID != "" && info.LastPubID != "" && info.LastPubID != ch.PrevID && try == 0 && bodiless(r) {
-			r.Header.Set("Grip-Last", grip.LastHeader(ch.Name, ch.PrevID))
-			h.logger.Debug("GRIP hold behind the channel: asking the app again",
-				zap.String("channel", ch.Name), zap.String("prev_id", ch.PrevID), zap.String("last_id", info.LastPubID))
+		if behind != "" && try == 0 && bodiless(r) {
+			setGripLast(r, chans)
 			continue
 		}
-		a := await{poller: h.shared.poller, store: h.shared.store, channel: ch.Name, cursor: info.Cursor}
 		if h.Park && r.ProtoMajor == 1 {
 			p := parker{shared: h.shared, logger: h.logger, respond: func(w http.ResponseWriter, _ *await, v verdict) error {
-				return h.answer(w, ch, in.Response, v)
+				return h.answer(w, chans, in.Response, v)
 			}}
 			if handled, err := p.servePark(w, r, a, in.Timeout); handled {
 				return err
@@ -165,11 +175,24 @@ func (h *Grip) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		// The next message does not follow what the app gave the client
 		// (its prev-id is another), or a gap (more was published meanwhile
 		// than the store keeps): the app says what the client missed.
-		if v.outcome == answered && (stale(ch, v.result) || v.result.Gap && ch.PrevID != "") && try < maxGripRetries && bodiless(r) {
-			r.Header.Set("Grip-Last", grip.LastHeader(ch.Name, ch.PrevID))
-			continue
+		if v.outcome == answered && try < maxGripRetries && bodiless(r) {
+			if ch := chans[v.sub]; stale(ch, v.result) || v.result.Gap && ch.PrevID != "" {
+				setGripLast(r, chans)
+				continue
+			}
 		}
-		return h.answer(w, ch, in.Response, v)
+		return h.answer(w, chans, in.Response, v)
+	}
+}
+
+// setGripLast tells the app, on a request sent back to it, the prev-id of
+// each of the hold's channels that had one (Grip-Last), as Pushpin does.
+func setGripLast(r *http.Request, chans []grip.Channel) {
+	r.Header.Del(grip.LastHeaderName)
+	for _, ch := range chans {
+		if ch.PrevID != "" {
+			r.Header.Add(grip.LastHeaderName, grip.LastHeader(ch.Name, ch.PrevID))
+		}
 	}
 }
 
@@ -212,11 +235,12 @@ func bodiless(r *http.Request) bool {
 	return r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
 }
 
-// answer answers a hold that ended with v.
-func (h *Grip) answer(w http.ResponseWriter, ch grip.Channel, held grip.Response, v verdict) error {
+// answer answers a hold on chans that ended with v.
+func (h *Grip) answer(w http.ResponseWriter, chans []grip.Channel, held grip.Response, v verdict) error {
 	m := h.shared.metrics
 	switch v.outcome {
 	case answered:
+		ch := chans[v.sub]
 		// A gap (more was published since the hold began than the store
 		// keeps: the retained messages are not the next one), or a message
 		// that does not follow what the app gave the client (and the app
@@ -239,7 +263,7 @@ func (h *Grip) answer(w http.ResponseWriter, ch grip.Channel, held grip.Response
 		return nil
 	}
 	// refused or failed: as a native poll is answered
-	return h.answerer.respond(w, ch.Name, "", v)
+	return h.answerer.respond(w, chans[0].Name, "", v)
 }
 
 // stale reports whether the first message of res does not follow the hold's

@@ -76,9 +76,32 @@ func (a *gripApp) serve(w http.ResponseWriter, r *http.Request) {
 	case "/api/instruct":
 		h.Set("Content-Type", "application/grip-instruct")
 		fmt.Fprintf(w, `{"hold":{"mode":"response","timeout":5,"channels":[{"name":%q}]},"response":{"code":200,"headers":{"X-App":"instructed"},"body":"timeout body"}}`, q.Get("ch"))
-	case "/api/two":
+	case "/api/multi": // chs=m1:1,m2:2: Grip-Channel: m1; prev-id=1, m2; prev-id=2
+		last := r.Header.Values("Grip-Last")
+		a.mu.Lock()
+		a.lasts = append(a.lasts, strings.Join(last, " | "))
+		a.mu.Unlock()
+		if len(last) > 0 {
+			fmt.Fprintf(w, "caught up from %s", strings.Join(last, " | "))
+			return
+		}
+		var chs []string
+		for c := range strings.SplitSeq(q.Get("chs"), ",") {
+			name, prev, _ := strings.Cut(c, ":")
+			if prev != "" {
+				name += "; prev-id=" + prev
+			}
+			chs = append(chs, name)
+		}
 		h.Set("Grip-Hold", "response")
-		h.Set("Grip-Channel", "a, b")
+		h.Set("Grip-Channel", strings.Join(chs, ", "))
+		h.Set("Grip-Timeout", "60")
+		fmt.Fprint(w, "held")
+	case "/api/many": // one channel more than Pushpin subscribes
+		h.Set("Grip-Hold", "response")
+		for i := range grip.MaxChannelsPerHold + 1 {
+			h.Add("Grip-Channel", fmt.Sprintf("c%d", i))
+		}
 	case "/api/bad":
 		h.Set("Grip-Hold", "response")
 		h.Set("Grip-Channel", "a")
@@ -221,13 +244,59 @@ func TestGripPassThroughAndBadInstructions(t *testing.T) {
 	if r := s.must("GET", s.poll+"/api/plain", ""); r.status != 200 || r.body != "page /api/plain" || r.header.Get("X-App") != "plain" {
 		t.Errorf("a plain answer: %d %q %v", r.status, r.body, r.header)
 	}
-	for _, path := range []string{"/api/bad", "/api/big", "/api/two"} {
+	for _, path := range []string{"/api/bad", "/api/big", "/api/many"} {
 		if r := s.must("GET", s.poll+path, ""); r.status != 502 {
 			t.Errorf("%s: %d %q", path, r.status, r.body)
 		}
 	}
 	if n := s.info("a")["subscribers"]; n != float64(0) {
 		t.Errorf("%v requests held on a", n)
+	}
+}
+
+// A hold on several channels is answered by the first publish on any of
+// them, and leaves none of them held; an item whose prev-id is not its
+// channel's in the hold sends the request back with the Grip-Last of every
+// channel. Held or parked.
+func TestGripHoldOnSeveralChannels(t *testing.T) {
+	for name, park := range map[string]string{"held": "", "parked": "park"} {
+		t.Run(name, func(t *testing.T) {
+			app, s := startGripApp(t, park)
+			held := s.pollAsync(context.Background(), s.poll+"/api/multi?chs=m1,m2,m3")
+			for _, ch := range []string{"m1", "m2", "m3"} {
+				s.waitHeld(ch, 1)
+			}
+			s.assertMetrics("caddy_longpoll_held_polls 1") // one poll, on 3 channels
+			s.publishItem("m2", "1", `{"body":"on m2"}`)
+			if r := <-held; r.status != 200 || r.body != "on m2" {
+				t.Errorf("hold on m1, m2, m3 after a publish on m2: %d %q", r.status, r.body)
+			}
+			for _, ch := range []string{"m1", "m2", "m3"} {
+				s.waitHeld(ch, 0)
+			}
+
+			// m1's last id is now 7, m2's 1: the hold says so (not
+			// behind), then m1 gets an item that does not follow 7.
+			s.publishItem("m1", "7", `{"body":"seven"}`)
+			held = s.pollAsync(context.Background(), s.poll+"/api/multi?chs=m1:7,m2:1")
+			s.waitHeld("m1", 1)
+			if r := s.must("POST", s.pub+"/publish/", `{"items":[{"channel":"m1","id":"9","prev-id":"8","formats":{"http-response":{"body":"nine"}}}]}`); r.status != 200 {
+				t.Fatalf("publish: %d %s", r.status, r.body)
+			}
+			r := <-held
+			want := "caught up from m1; last-id=7 | m2; last-id=1"
+			if park != "" {
+				want = "held" // a parked hold is not sent back: the app's own answer
+			}
+			if r.status != 200 || r.body != want {
+				t.Errorf("hold on m1:7, m2:1 after m1 got 9 (prev 8): %d %q, want %q", r.status, r.body, want)
+			}
+			app.mu.Lock()
+			defer app.mu.Unlock()
+			if park == "" && app.lasts[len(app.lasts)-1] != "m1; last-id=7 | m2; last-id=1" {
+				t.Errorf("the app saw Grip-Last %q", app.lasts)
+			}
+		})
 	}
 }
 

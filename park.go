@@ -96,11 +96,11 @@ func (pk *parkedPoll) done(v verdict) {
 			if errors.As(err, &he) {
 				w.WriteHeader(he.StatusCode)
 			}
-			p.logger.Debug("parked poll failed", zap.String("channel", pk.x.a.channel), zap.Error(err))
+			p.logger.Debug("parked poll failed", zap.String("channel", pk.x.a.subs[0].channel), zap.Error(err))
 		}
 		pk.conn.SetWriteDeadline(time.Now().Add(parkedWriteTimeout))
 		if _, err := pk.conn.Write(w.bytes(pk.head)); err != nil {
-			p.logger.Debug("writing a parked poll's answer", zap.String("channel", pk.x.a.channel), zap.Error(err))
+			p.logger.Debug("writing a parked poll's answer", zap.String("channel", pk.x.a.subs[0].channel), zap.Error(err))
 		}
 	}
 	p.shared.watch.Forget(pk.token)

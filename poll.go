@@ -107,7 +107,7 @@ func (h *Poll) Provision(ctx caddy.Context) error {
 	h.shared = app.shared
 	h.answerer = answerer{format: h.Format, answers: app.shared.answers, metrics: app.shared.metrics}
 	h.parker = parker{shared: h.shared, logger: h.logger, respond: func(w http.ResponseWriter, a *await, v verdict) error {
-		return h.answerer.respond(w, a.channel, a.cursor, v)
+		return h.answerer.respond(w, a.subs[0].channel, a.subs[0].cursor, v)
 	}}
 	h.exiting = onExit(ctx, h.shared.parked)
 	return nil
@@ -171,14 +171,14 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 		m.pollsRejected.WithLabelValues("bad_cursor").Inc()
 		return writeError(w, http.StatusBadRequest, "%v", err)
 	}
-	a := await{poller: h.shared.poller, store: h.shared.store, channel: channel, cursor: cursor}
+	a := newAwait(h.shared.poller, h.shared.store, channel, cursor)
 	if h.Park && r.ProtoMajor == 1 {
 		if handled, err := h.parker.servePark(w, r, a, time.Duration(h.Timeout)); handled {
 			return err
 		}
 	}
 	v := a.wait(r.Context(), time.Duration(h.Timeout), h.exiting)
-	return h.answerer.respond(w, channel, a.cursor, v)
+	return h.answerer.respond(w, channel, a.subs[0].cursor, v)
 }
 
 // Interface guards

@@ -44,23 +44,33 @@ var (
 	ErrClosed = errors.New("poller closed")
 )
 
-// Waiter is one held poll. Its owner must call Poller.Release exactly once.
+// Waiter is one held poll, on one channel or several. Its owner must call
+// Poller.Release exactly once.
 type Waiter struct {
-	channel  string
-	done     chan struct{} // nil for a waiter made by HoldFunc
-	notify   func(Reason)  // HoldFunc's callback
-	reason   Reason        // written once, before done is closed
-	released bool          // guarded by the shard lock
+	channel string
+	more    []string      // the further channels of a poll on several
+	done    chan struct{} // nil for a waiter made by HoldFunc
+	notify  func(Reason)  // HoldFunc's callback
+	reason  Reason        // written once, before done is closed
+	fired   atomic.Bool   // answered: a waiter on several channels is answered once
+	// released is guarded by the lock of the shard of channel.
+	released bool
 }
 
-// fire answers w: closes done, or calls the HoldFunc callback.
-func (w *Waiter) fire(r Reason) {
+// fire answers w, unless it was answered already (through another of its
+// channels): closes done, or calls the HoldFunc callback. It reports
+// whether it answered w.
+func (w *Waiter) fire(r Reason) bool {
+	if !w.fired.CompareAndSwap(false, true) {
+		return false
+	}
 	w.reason = r
 	if w.notify != nil {
 		w.notify(r)
-		return
+		return true
 	}
 	close(w.done)
+	return true
 }
 
 // Done is closed when the waiter is answered; Reason then says why.
@@ -69,8 +79,17 @@ func (w *Waiter) Done() <-chan struct{} { return w.done }
 // Reason says why Done was closed; valid only after it was.
 func (w *Waiter) Reason() Reason { return w.reason }
 
-// Channel is the channel the waiter waits on.
+// Channel is the channel the waiter waits on (the first, for a waiter on
+// several).
 func (w *Waiter) Channel() string { return w.channel }
+
+// channels calls f with each of the waiter's channels.
+func (w *Waiter) channels(f func(string)) {
+	f(w.channel)
+	for _, c := range w.more {
+		f(c)
+	}
+}
 
 const shardCount = 64
 
@@ -123,29 +142,54 @@ func (p *Poller) HoldFunc(channel string, notify func(Reason)) (*Waiter, error) 
 	return p.hold(&Waiter{channel: channel, notify: notify})
 }
 
+// HoldAll is Hold for a poll on several channels (at least one, each
+// once): the waiter is answered once, by the first publish (or deletion)
+// on any of them, and counts as one held poll.
+func (p *Poller) HoldAll(channels []string) (*Waiter, error) {
+	return p.hold(&Waiter{channel: channels[0], more: channels[1:], done: make(chan struct{})})
+}
+
+// HoldAllFunc is HoldFunc for a poll on several channels, as HoldAll.
+func (p *Poller) HoldAllFunc(channels []string, notify func(Reason)) (*Waiter, error) {
+	return p.hold(&Waiter{channel: channels[0], more: channels[1:], notify: notify})
+}
+
 func (p *Poller) hold(w *Waiter) (*Waiter, error) {
-	channel := w.channel
 	limit := p.maxHeld.Load()
 	if n := p.held.Add(1); limit > 0 && n > limit {
 		p.held.Add(-1)
 		return nil, ErrTooMany
 	}
-	s := p.shard(channel)
-	s.mu.Lock()
-	// Checked under the shard lock: Close marks closed before it sweeps
-	// the shards, so a waiter is either seen by Close or refused here.
-	if p.closed.Load() {
-		s.mu.Unlock()
+	// closed is checked under each shard lock: Close marks closed before
+	// it sweeps the shards, so a waiter registered in a shard where
+	// closed was false is answered by Close's sweep of that shard. Refused
+	// if that is not so on its first channel; on a later one, closed is
+	// seen after it was registered on the first: Close answers it there.
+	first := true
+	refused := false
+	w.channels(func(channel string) {
+		if refused {
+			return
+		}
+		s := p.shard(channel)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if p.closed.Load() {
+			refused = first
+			return
+		}
+		first = false
+		set := s.channels[channel]
+		if set == nil {
+			set = make(map[*Waiter]struct{})
+			s.channels[channel] = set
+		}
+		set[w] = struct{}{}
+	})
+	if refused {
 		p.held.Add(-1)
 		return nil, ErrClosed
 	}
-	set := s.channels[channel]
-	if set == nil {
-		set = make(map[*Waiter]struct{})
-		s.channels[channel] = set
-	}
-	set[w] = struct{}{}
-	s.mu.Unlock()
 	return w, nil
 }
 
@@ -159,19 +203,33 @@ func (p *Poller) Release(w *Waiter) {
 		return
 	}
 	w.released = true
-	if set := s.channels[w.channel]; set != nil {
-		if _, ok := set[w]; ok {
-			delete(set, w)
-			if len(set) == 0 {
-				delete(s.channels, w.channel)
-			}
-		}
-	}
+	s.forget(w, w.channel)
 	s.mu.Unlock()
+	for _, c := range w.more {
+		s := p.shard(c)
+		s.mu.Lock()
+		s.forget(w, c)
+		s.mu.Unlock()
+	}
 	p.held.Add(-1)
 }
 
-// Wake answers every poll held on channel with Published and returns how many.
+// forget removes w from channel's set, if it is there. The caller holds
+// s.mu.
+func (s *shard) forget(w *Waiter, channel string) {
+	if set := s.channels[channel]; set != nil {
+		if _, ok := set[w]; ok {
+			delete(set, w)
+			if len(set) == 0 {
+				delete(s.channels, channel)
+			}
+		}
+	}
+}
+
+// Wake answers every poll held on channel with Published and returns how
+// many (a poll on several channels answered through another one already
+// is not counted).
 func (p *Poller) Wake(channel string) int { return p.answer(channel, Published) }
 
 // Gone answers every poll held on channel with Deleted and returns how many.
@@ -183,11 +241,15 @@ func (p *Poller) answer(channel string, r Reason) int {
 	set := s.channels[channel]
 	delete(s.channels, channel)
 	s.mu.Unlock()
-	// The set is ours now: no one else can reach these waiters' done.
+	// The set is ours now. A waiter on several channels may also be in
+	// another channel's set: fire answers it once.
+	n := 0
 	for w := range set {
-		w.fire(r)
+		if w.fire(r) {
+			n++
+		}
 	}
-	return len(set)
+	return n
 }
 
 // WakeAll answers every held poll with Published, so that each reads the
@@ -219,9 +281,10 @@ func (p *Poller) answerAll(r Reason) int {
 		s.mu.Unlock()
 		for _, set := range channels {
 			for w := range set {
-				w.fire(r)
+				if w.fire(r) {
+					n++
+				}
 			}
-			n += len(set)
 		}
 	}
 	return n

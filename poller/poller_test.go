@@ -3,6 +3,7 @@ package poller
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -209,5 +210,87 @@ func TestHoldFuncCallsBackOnce(t *testing.T) {
 	p.Release(b)
 	if p.Held() != 0 {
 		t.Fatalf("Held = %d after releasing both", p.Held())
+	}
+}
+
+// A waiter on several channels is answered once, by the first channel
+// that fires, counts as one held poll, and leaves no state behind.
+func TestHoldAllAnsweredOnceByAnyChannel(t *testing.T) {
+	p := New(2)
+	w, err := p.HoldAll([]string{"a", "b", "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Held() != 1 || p.Waiting("a") != 1 || p.Waiting("c") != 1 {
+		t.Fatalf("Held = %d, Waiting a/c = %d/%d; want 1, 1/1", p.Held(), p.Waiting("a"), p.Waiting("c"))
+	}
+	if n := p.Wake("b"); n != 1 {
+		t.Fatalf("Wake(b) = %d, want 1", n)
+	}
+	<-w.Done()
+	if w.Reason() != Published {
+		t.Fatalf("Reason = %v", w.Reason())
+	}
+	if n := p.Gone("c"); n != 0 {
+		t.Fatalf("Gone(c) after b answered it = %d, want 0 (answered once)", n)
+	}
+	p.Release(w)
+	p.Release(w)
+	if p.Held() != 0 || p.Waiting("a") != 0 {
+		t.Fatalf("after Release: Held = %d, Waiting(a) = %d", p.Held(), p.Waiting("a"))
+	}
+	for i := range p.shards {
+		if n := len(p.shards[i].channels); n != 0 {
+			t.Fatalf("shard %d keeps %d channels after Release", i, n)
+		}
+	}
+
+	var got []Reason
+	f, _ := p.HoldAllFunc([]string{"x", "y"}, func(r Reason) { got = append(got, r) })
+	g, _ := p.HoldAll([]string{"y", "z"})
+	if _, err := p.HoldAll([]string{"q", "r"}); err != ErrTooMany {
+		t.Fatalf("third poll over MaxHeld 2 = %v, want ErrTooMany", err)
+	}
+	p.Close()
+	<-g.Done()
+	if len(got) != 1 || got[0] != Closed || g.Reason() != Closed {
+		t.Fatalf("Close: calls %v, g %v", got, g.Reason())
+	}
+	p.Release(f)
+	p.Release(g)
+	if _, err := p.HoldAll([]string{"a", "b"}); err != ErrClosed {
+		t.Fatalf("HoldAll after Close = %v", err)
+	}
+	if p.Held() != 0 {
+		t.Fatalf("Held = %d", p.Held())
+	}
+}
+
+// Publishes on every channel of many multi-channel waiters, concurrently
+// with a wake-up of every poll: each waiter answered exactly once (race
+// detector, and fire's count).
+func TestHoldAllConcurrentWakes(t *testing.T) {
+	p := New(0)
+	const n = 200
+	var calls atomic.Int64
+	ws := make([]*Waiter, n)
+	for i := range ws {
+		ws[i], _ = p.HoldAllFunc([]string{"a", "b", "c"}, func(Reason) { calls.Add(1) })
+	}
+	var wg sync.WaitGroup
+	var woken atomic.Int64
+	for _, c := range []string{"a", "b", "c"} {
+		wg.Go(func() { woken.Add(int64(p.Wake(c))) })
+	}
+	wg.Go(func() { woken.Add(int64(p.WakeAll())) })
+	wg.Wait()
+	if calls.Load() != n || woken.Load() != n {
+		t.Fatalf("%d callbacks, %d counted answers; want %d each", calls.Load(), woken.Load(), n)
+	}
+	for _, w := range ws {
+		p.Release(w)
+	}
+	if p.Held() != 0 {
+		t.Fatalf("Held = %d", p.Held())
 	}
 }
