@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -271,4 +272,85 @@ func TestGripRedisStreamAcrossInstances(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("%d requests sent back to the app with Grip-Last", app.retries.Load())
+}
+
+// A hold on A finds a gap: A is frozen (SIGSTOP) while more is published on
+// its channel through B than the store keeps (buffer 2), then resumed
+// (SIGCONT). With a prev-id the request goes back to the app with Grip-Last
+// (the hold's prev-id) and the client gets the app's second answer, whether
+// or not the items carry prev-ids; without one the client gets the app's
+// own held response, not the oldest retained message. Each hold has a 1 h
+// Grip-Timeout: its answer comes from the gap.
+func TestGripRedisGapWhileInstanceFrozen(t *testing.T) {
+	checkTestLeaks(t)
+	app := newGripApp(t)
+	a, b := startGripProcs(t, app.srv, 2)
+	// frozen publishes with A stopped, once the hold on ch is held on A,
+	// and returns the hold's answer. The hold read its cursor before it
+	// was held, so whether or not A stopped before its first read, the
+	// read after SIGCONT is from before the three publishes: a gap.
+	frozen := func(ch string, held <-chan resp, publish func()) resp {
+		t.Helper()
+		a.waitHeld(ch, 1)
+		if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		publish() // each answered by B: in Redis before A runs again
+		if n := b.info(ch)["messages"]; n != float64(2) {
+			t.Errorf("%s keeps %v messages, want 2 (buffer 2)", ch, n)
+		}
+		if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		return <-held
+	}
+
+	for _, tc := range []struct {
+		name, ch, prev string
+		chained        bool   // the items published carry prev-ids
+		want           string // the answer's body
+		lasts          string // the Grip-Last of each request the app saw
+	}{
+		// The first retained item (12) does not follow 10 by its prev-id
+		// either.
+		{"prev-id, items chained", "gc", "10", true, "caught up from 10", `["" "gc; last-id=10"]`},
+		// Only the gap says that 11 was missed.
+		{"prev-id, items with ids only", "gi", "10", false, "caught up from 10", `["" "gi; last-id=10"]`},
+		{"no prev-id", "gn", "", false, `{"messages":[]}`, `[""]`},
+	} {
+		if tc.prev != "" {
+			b.publishChained(tc.ch, tc.prev, "", `{"body":"the app's newest"}`)
+		}
+		asked := app.asked()
+		held := a.pollAsync(guard(t), a.poll+"/api/hold?ch="+tc.ch+"&prev="+tc.prev+"&timeout=3600")
+		r := frozen(tc.ch, held, func() {
+			for id := 11; id <= 13; id++ {
+				prev := ""
+				if tc.chained {
+					prev = strconv.Itoa(id - 1)
+				}
+				b.publishChained(tc.ch, strconv.Itoa(id), prev, fmt.Sprintf(`{"code":201,"body":"item %d"}`, id))
+			}
+		})
+		if r.status != 200 || r.body != tc.want || (tc.prev == "" && r.header.Get("X-App") != "held") {
+			t.Errorf("%s: the hold that found a gap: %d %q %v, want %q", tc.name, r.status, r.body, r.header, tc.want)
+		}
+		if got := app.lastsFrom(asked); got != tc.lasts {
+			t.Errorf("%s: the app saw Grip-Last %s, want %s", tc.name, got, tc.lasts)
+		}
+	}
+}
+
+// asked is how many requests to /api/hold the app has seen.
+func (a *gripApp) asked() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.lasts)
+}
+
+// lastsFrom is the Grip-Last of each request to /api/hold from the i-th on.
+func (a *gripApp) lastsFrom(i int) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return fmt.Sprintf("%q", a.lasts[i:])
 }
