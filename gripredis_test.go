@@ -97,11 +97,10 @@ func TestGripRedisHoldAnsweredAcrossInstances(t *testing.T) {
 		name, ch string
 		hold, by *caddyProc
 	}{{"held on A, published through B", "ab", a, b}, {"held on B, published through A", "ba", b, a}} {
-		ch := tc.ch
 		// Grip-Timeout 1h: an answer is the publish's, never the timeout's.
-		held := tc.hold.pollAsync(guard(t), tc.hold.poll+"/api/hold?ch="+ch+"&prev=7&timeout=3600", "Grip-Sig", "forged-by-the-client")
-		tc.hold.waitHeld(ch, 1)
-		tc.by.publishChained(ch, "8", "7", `{"code":201,"headers":{"X-Pub":"8"},"body":"item 8"}`)
+		held := tc.hold.pollAsync(guard(t), tc.hold.poll+"/api/hold?ch="+tc.ch+"&prev=7&timeout=3600", "Grip-Sig", "forged-by-the-client")
+		tc.hold.waitHeld(tc.ch, 1)
+		tc.by.publishChained(tc.ch, "8", "7", `{"code":201,"headers":{"X-Pub":"8"},"body":"item 8"}`)
 		r := <-held
 		if r.status != 201 || r.body != "item 8" || r.header.Get("X-Pub") != "8" || r.header.Get("X-App") != "held" ||
 			r.header.Get("Content-Type") != "application/json" {
