@@ -16,8 +16,9 @@ import (
 
 const gripKey = "grip-test-key-0123456789"
 
-// gripApp is an app written for Pushpin: it answers polls of /api/hold with
-// GRIP hold instructions, unless Grip-Last says the client is behind.
+// gripApp is an app written for Pushpin: it answers polls of
+// /api/hold?ch=<channel>[&prev=<prev-id>][&timeout=<seconds, default 5>]
+// with GRIP hold instructions, unless Grip-Last says the client is behind.
 type gripApp struct {
 	srv *httptest.Server
 
@@ -69,7 +70,11 @@ func (a *gripApp) serve(w http.ResponseWriter, r *http.Request) {
 			ch += "; prev-id=" + p
 		}
 		h.Set("Grip-Channel", ch)
-		h.Set("Grip-Timeout", "5")
+		timeout := q.Get("timeout")
+		if timeout == "" {
+			timeout = "5"
+		}
+		h.Set("Grip-Timeout", timeout)
 		h.Set("X-App", "held")
 		h.Set("Content-Type", "application/json")
 		fmt.Fprint(w, `{"messages":[]}`)

@@ -215,12 +215,7 @@ func (s *server) assertMetrics(want ...string) {
 // empty one and keep-alive connections are closed, so that no goroutine the
 // test started (a held poll, a handler, a timer) may still run.
 func checkLeaks(t *testing.T, s *server) {
-	opts := []goleak.Option{goleak.IgnoreCurrent(),
-		// The admin endpoint is restarted by every config load.
-		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2.replaceLocalAdminServer.func2"),
-		// Caddy's storage clean-up lock, refreshed every 5 s until it
-		// sees the lock is gone (it made one test flaky).
-		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh")}
+	opts := leakOptions()
 	t.Cleanup(func() {
 		if t.Failed() {
 			return
@@ -232,4 +227,16 @@ func checkLeaks(t *testing.T, s *server) {
 		tc.Client.CloseIdleConnections()
 		goleak.VerifyNone(t, opts...)
 	})
+}
+
+// leakOptions are goleak's options for a check at the end of a test: the
+// goroutines running now are the baseline, and two of the in-process
+// Caddy's may start meanwhile.
+func leakOptions() []goleak.Option {
+	return []goleak.Option{goleak.IgnoreCurrent(),
+		// The admin endpoint is restarted by every config load.
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2.replaceLocalAdminServer.func2"),
+		// Caddy's storage clean-up lock, refreshed every 5 s until it
+		// sees the lock is gone (it made one test flaky).
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh")}
 }

@@ -149,8 +149,27 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startCaddyProc runs the built Caddy with a Redis store at addr.
+// procConfig is what differs between the Caddy processes of the tests:
+// how many messages the Redis store keeps per channel, and the body of the
+// site on the poll port (the publish port always has longpoll_publish
+// /publish/*).
+type procConfig struct {
+	buffer   int
+	pollSite string
+}
+
+// pollProc has native polls only.
+var pollProc = procConfig{buffer: 1000, pollSite: "longpoll /poll/* {\n\t\ttimeout 10s\n\t}"}
+
+// startCaddyProc runs the built Caddy with a Redis store at addr and
+// pollProc's sites.
 func startCaddyProc(t *testing.T, bin, addr string, pp, bp int) *caddyProc {
+	return startCaddyProcWith(t, bin, addr, pollProc, pp, bp)
+}
+
+// startCaddyProcWith runs the built Caddy with a Redis store at addr and
+// cfg's sites.
+func startCaddyProcWith(t *testing.T, bin, addr string, cfg procConfig, pp, bp int) *caddyProc {
 	file := filepath.Join(t.TempDir(), "Caddyfile")
 	os.WriteFile(file, []byte(fmt.Sprintf(`{
 	admin off
@@ -159,19 +178,17 @@ func startCaddyProc(t *testing.T, bin, addr string, pp, bp int) *caddyProc {
 		store redis {
 			address %s
 			prefix test:
-			buffer 1000
+			buffer %d
 		}
 	}
 }
 http://127.0.0.1:%d {
-	longpoll /poll/* {
-		timeout 10s
-	}
+	%s
 }
 http://127.0.0.1:%d {
 	longpoll_publish /publish/*
 }
-`, addr, pp, bp)), 0o644)
+`, addr, cfg.buffer, pp, cfg.pollSite, bp)), 0o644)
 	p := &caddyProc{log: new(syncBuffer), exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
 	p.cmd.Stderr = p.log
