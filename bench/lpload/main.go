@@ -175,11 +175,17 @@ type burst struct {
 	origin int64        // the origin's poll requests when the burst began
 	ended  atomic.Int64 // polls of the burst that failed, some before reaching the origin
 	seen   int64        // the burst's polls the origin had last been seen to take in
+	moved  time.Time    // when seen last grew
 }
+
+// windowStall is how long -window waits for one more poll to reach the
+// origin before it gives up: a proxy that neither forwards nor fails the
+// polls it has would stall the burst for good.
+const windowStall = 30 * time.Second
 
 func (l *loader) newBurst(ctx context.Context) (*burst, error) {
 	n, err := l.originPolls(ctx)
-	return &burst{began: time.Now(), origin: n}, err
+	return &burst{began: time.Now(), origin: n, moved: time.Now()}, err
 }
 
 // pace waits until poll i of burst b may be opened: under -rate, at its
@@ -198,8 +204,11 @@ func (l *loader) pace(ctx context.Context, i int, b *burst) error {
 			return err
 		}
 		if seen := n - b.origin + b.ended.Load(); seen > b.seen {
-			b.seen = seen
+			b.seen, b.moved = seen, time.Now()
 			continue
+		}
+		if time.Since(b.moved) > windowStall {
+			return fmt.Errorf("%d polls opened, %d of them neither at the origin nor failed, none arriving there for %v", i, int64(i)-b.seen, windowStall)
 		}
 		if !sleepCtx(ctx, 2*time.Millisecond) {
 			return ctx.Err()
