@@ -6,6 +6,7 @@
 #   N=5000 T=5s bash bench/compare.sh     # smaller run
 #   SERVERS="longpoll nchan" bash bench/compare.sh
 #   BEFORE=e8a7090 SERVERS="longpoll longpoll-before" bash bench/compare.sh
+#   SERVERS="longpoll-grip pushpin" WINDOW=0 bash bench/compare.sh
 #
 # BEFORE=<git rev> adds the rows longpoll-before and longpoll-park-before:
 # Caddy built from that revision (its own build, in a copy of its tree) into
@@ -15,6 +16,17 @@
 # origin is lpload grip-origin, pinned with the servers). Results: one JSON
 # line per scenario in bench/results/compare-<date>.jsonl, and a table at the
 # end.
+#
+# The GRIP rows, pushpin and longpoll-grip (longpoll_grip, bench/Caddyfile.grip;
+# longpoll-grip-park: with park), put the same origin behind the proxy and
+# count the poll requests it serves (lpload -origin): the table gives them
+# per held poll and per delivered message. Their hold and fan-out polls are
+# opened with at most WINDOW of them on their way to the origin at once
+# (lpload -window), so that neither meets a burst the other does not:
+# Pushpin queues at most 100 requests to its HTTP client and answers the rest
+# 502. Measured, the window does not remove Pushpin's 502s (docs/grip.md,
+# "The 502 under many arriving polls"). WINDOW=0 opens them all at once, as
+# for the other rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}            # held polls (hold: on 1 channel; fanout: on 1 channel)
@@ -23,7 +35,8 @@ T=${T:-10s}              # throughput duration
 COUNT=${COUNT:-1000}     # latency messages
 REPEAT=${REPEAT:-3}      # fanout, throughput and latency runs per server (medians)
 BEFORE=${BEFORE:-}       # a git revision to compare with: the *-before rows
-SERVERS=${SERVERS:-"bare longpoll${BEFORE:+ longpoll-before} longpoll-park${BEFORE:+ longpoll-park-before} longpoll-gogc400 nchan pushpin"}
+WINDOW=${WINDOW:-50}     # GRIP rows: polls on their way to the origin at once (0: no bound)
+SERVERS=${SERVERS:-"bare longpoll${BEFORE:+ longpoll-before} longpoll-park${BEFORE:+ longpoll-park-before} longpoll-gogc400 nchan longpoll-grip pushpin"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 has() { [[ " $SERVERS " == *" $1 "* ]]; }
@@ -91,6 +104,9 @@ record() {
 		echo "{\"profile\":\"$s\",\"scenario\":\"$sc\",\"failed\":true}" >>"$out"
 	fi
 }
+# The GRIP rows' lpload flags: count the origin's poll requests, and bound
+# the polls on their way to it (hold, fanout).
+GRIP=(-origin http://127.0.0.1:9190/stats -window "$WINDOW")
 wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not come up"; exit 1; }
 
 # start_server NAME: starts it pinned, waits until it answers, and sets P
@@ -117,6 +133,17 @@ start_server() {
 		P=(-profile longpoll -poll 'http://127.0.0.1:8080/poll/{ch}' -pub 'http://127.0.0.1:8081/publish/{ch}')
 		rss=$(pgrep -d, -f "$bin run --config $cfg")
 		;;
+	longpoll-grip | longpoll-grip-park) # Caddy in Pushpin's place, same origin
+		cfg=bench/Caddyfile.grip; [ "$1" = longpoll-grip-park ] && cfg=bench/Caddyfile.grip-park
+		srv ./lpload grip-origin -listen 127.0.0.1:9190 -pushpin http://127.0.0.1:8081/publish/ >"$tmp/origin.log" 2>&1 &
+		pids+=($!)
+		srv ./caddy run --config "$cfg" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
+		pids+=($!)
+		wait_http http://127.0.0.1:9190/pub/ready
+		wait_http http://127.0.0.1:8081/publish/ready
+		P=(-profile pushpin -poll 'http://127.0.0.1:8080/sub/{ch}' -pub 'http://127.0.0.1:9190/pub/{ch}' "${GRIP[@]}")
+		rss=$(pgrep -d, -f "caddy run --config $cfg|lpload grip-origin")
+		;;
 	nchan)
 		mkdir -p "$tmp/nginx/tmp"
 		srv nginx -p "$tmp/nginx" -c "$PWD/bench/nchan/nginx.conf" >"$tmp/nginx.log" 2>&1 &
@@ -138,7 +165,7 @@ start_server() {
 		pids+=($!)
 		wait_http http://127.0.0.1:9190/pub/ready
 		wait_http http://127.0.0.1:7999/
-		P=(-profile pushpin -poll 'http://127.0.0.1:7999/sub/{ch}' -pub 'http://127.0.0.1:9190/pub/{ch}')
+		P=(-profile pushpin -poll 'http://127.0.0.1:7999/sub/{ch}' -pub 'http://127.0.0.1:9190/pub/{ch}' "${GRIP[@]}")
 		rss=$(pgrep -d, -f "condure|pushpin-proxy|pushpin-handler|zurl --config=$tmp|lpload grip-origin")
 		;;
 	*) echo "unknown server $1"; exit 1 ;;
@@ -168,7 +195,7 @@ for r in $(seq "$REPEAT"); do
 	done
 done
 
-echo "== results: $out ($(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); servers on CPU $SERVER_CPU, load on CPU $LOAD_CPU)${rev:+; longpoll-before is $rev}"
+echo "== results: $out ($(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); servers on CPU $SERVER_CPU, load on CPU $LOAD_CPU; GRIP rows' WINDOW=$WINDOW)${rev:+; longpoll-before is $rev}"
 python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
@@ -193,8 +220,12 @@ def merged(runs):
             out[k] = sum(r.get(k, 0) for r in runs)
     out["runs"], out["failed_runs"] = len(runs), len(runs) - len(ok)
     return out
-print("| server | KB RSS per held poll (hold errors) | fanout p50 / p99 / max ms | publishes/s (lost/dup/ooo) | deliveries/s | latency p50 / p99 / max ms |")
-print("|---|---|---|---|---|---|")
+def cost(x, key):
+    # Origin poll requests per held poll (hold) or per delivered message.
+    v = x.get(key)
+    return "—" if v is None or x.get("failed") else f"{v:.2f}"
+print("| server | KB RSS per held poll (hold errors) | fanout p50 / p99 / max ms | publishes/s (lost/dup/ooo) | deliveries/s | latency p50 / p99 / max ms | origin requests per held poll / per delivery: fanout / throughput / latency |")
+print("|---|---|---|---|---|---|---|")
 for p, s in by.items():
     h, fo, t, la = (merged(s.get(k, [])) for k in ("hold", "fanout", "throughput", "latency"))
     hold = "—" if not h else "failed" if h.get("failed") else f'{h.get("rss_bytes_per_held_poll", 0)/1000:.1f} ({h.get("errors")})'
@@ -203,6 +234,8 @@ for p, s in by.items():
     thr = "—" if not t else f'failed ({t.get("lost")}/{t.get("duplicated")}/{t.get("out_of_order")})' if t.get("failed") else f'{t.get("publishes_per_second", 0):,.0f} ({t.get("lost")}/{t.get("duplicated")}/{t.get("out_of_order")}){bad(t)}'
     dps = "—" if not t or t.get("failed") else f'{t.get("deliveries_per_second", 0):,.0f}'
     lat = "—" if not la else "failed" if la.get("failed") else f'{la.get("p50_ms")} / {la.get("p99_ms")} / {la.get("max_ms")}{bad(la)}'
-    print(f"| {p} | {hold} | {fan} | {thr} | {dps} | {lat} |")
+    grip = "—" if "origin_requests" not in {**h, **fo, **t, **la} else " / ".join(
+        [cost(h, "origin_requests_per_held_poll")] + [cost(x, "origin_requests_per_delivery") for x in (fo, t, la)])
+    print(f"| {p} | {hold} | {fan} | {thr} | {dps} | {lat} | {grip} |")
 print(f"(fanout, throughput and latency: medians of each figure over the runs; lost/dup/ooo summed over them)")
 PY

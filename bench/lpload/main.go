@@ -7,6 +7,7 @@
 //	lpload throughput -s 100 -channels 10 -p 4 -t 10s
 //	lpload latency    -count 1000 -every 10ms
 //	lpload grip-origin -listen 127.0.0.1:9190   # the GRIP origin behind Pushpin
+//	lpload fanout -profile pushpin -origin http://127.0.0.1:9190/stats -window 50
 //
 // Progress goes to stderr; each result is one JSON line on stdout. The
 // server is named by -profile (how to poll, resume and publish) and the
@@ -49,6 +50,8 @@ type options struct {
 	every    time.Duration
 	keep     time.Duration
 	rate     int
+	origin   string
+	window   int
 }
 
 func main() {
@@ -78,6 +81,8 @@ func main() {
 	fs.IntVar(&o.count, "count", 1000, "messages (latency)")
 	fs.DurationVar(&o.every, "every", 10*time.Millisecond, "publish interval (latency)")
 	fs.IntVar(&o.rate, "rate", 0, "open at most this many polls per second (hold, fanout); 0: all at once")
+	fs.StringVar(&o.origin, "origin", "", "the GRIP origin's stats URL (lpload grip-origin's /stats): reports its poll requests per delivered message (per held poll for hold)")
+	fs.IntVar(&o.window, "window", 0, "with -origin: open a poll only while fewer than this many opened polls have not yet reached the origin (hold, fanout); 0: no bound")
 	fs.DurationVar(&o.keep, "keep", 0, "keep the polls held this long after measuring, to profile the server (hold)")
 	fs.Parse(os.Args[2:])
 
@@ -85,11 +90,17 @@ func main() {
 	if !ok {
 		fail(fmt.Errorf("unknown profile %q", o.profile))
 	}
+	if o.window > 0 && o.origin == "" {
+		fail(errors.New("-window needs -origin: it counts the polls that have reached the origin"))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	l := newLoader(o, prof)
+	before, err := l.originPolls(ctx)
+	if err != nil {
+		fail(err)
+	}
 	var res map[string]any
-	var err error
 	switch scenario {
 	case "hold":
 		res, err = l.hold(ctx)
@@ -101,6 +112,9 @@ func main() {
 		res, err = l.latency(ctx)
 	default:
 		usage()
+	}
+	if res != nil && o.origin != "" {
+		err = errors.Join(err, l.addOriginCost(ctx, res, before))
 	}
 	if res != nil {
 		res["scenario"], res["profile"] = scenario, o.profile
@@ -154,19 +168,108 @@ func (l *loader) client() *http.Client {
 	return l.clients[l.next.Add(1)%uint64(len(l.clients))]
 }
 
-// pace waits until poll i of a burst may be opened under -rate; began is
-// when the burst began.
-func (l *loader) pace(ctx context.Context, i int, began time.Time) {
-	if l.o.rate <= 0 {
-		return
+// burst is a batch of polls opened together (hold, a fan-out round), paced
+// by -rate and -window.
+type burst struct {
+	began  time.Time
+	origin int64        // the origin's poll requests when the burst began
+	ended  atomic.Int64 // polls of the burst that failed, some before reaching the origin
+	seen   int64        // the burst's polls the origin had last been seen to take in
+	moved  time.Time    // when seen last grew
+}
+
+// windowStall is how long -window waits for one more poll to reach the
+// origin before it gives up: a proxy that neither forwards nor fails the
+// polls it has would stall the burst for good.
+const windowStall = 30 * time.Second
+
+func (l *loader) newBurst(ctx context.Context) (*burst, error) {
+	n, err := l.originPolls(ctx)
+	return &burst{began: time.Now(), origin: n, moved: time.Now()}, err
+}
+
+// pace waits until poll i of burst b may be opened: under -rate, at its
+// time; under -window, once fewer than -window of the polls before it are
+// still on their way to the origin (neither taken in by it nor failed).
+func (l *loader) pace(ctx context.Context, i int, b *burst) error {
+	if l.o.rate > 0 {
+		at := b.began.Add(time.Duration(i) * time.Second / time.Duration(l.o.rate))
+		if !sleepCtx(ctx, time.Until(at)) {
+			return ctx.Err()
+		}
 	}
-	at := began.Add(time.Duration(i) * time.Second / time.Duration(l.o.rate))
-	if d := time.Until(at); d > 0 {
+	for l.o.window > 0 && int64(i)-b.seen >= int64(l.o.window) {
+		n, err := l.originPolls(ctx)
+		if err != nil {
+			return err
+		}
+		if seen := n - b.origin + b.ended.Load(); seen > b.seen {
+			b.seen, b.moved = seen, time.Now()
+			continue
+		}
+		if time.Since(b.moved) > windowStall {
+			return fmt.Errorf("%d polls opened, %d of them neither at the origin nor failed, none arriving there for %v", i, int64(i)-b.seen, windowStall)
+		}
+		if !sleepCtx(ctx, 2*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// sleepCtx sleeps for d unless ctx ends first; it reports whether ctx is
+// still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d > 0 {
 		select {
 		case <-ctx.Done():
 		case <-time.After(d):
 		}
 	}
+	return ctx.Err() == nil
+}
+
+// originPolls asks the GRIP origin (-origin) how many poll requests it has
+// served; 0 without -origin.
+func (l *loader) originPolls(ctx context.Context) (int64, error) {
+	if l.o.origin == "" {
+		return 0, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", l.o.origin, nil)
+	if err != nil {
+		return 0, err
+	}
+	res, err := l.pub.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("origin stats: %w", err)
+	}
+	defer res.Body.Close()
+	var st struct {
+		PollRequests *int64 `json:"poll_requests"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&st); err != nil || st.PollRequests == nil {
+		return 0, fmt.Errorf("origin stats at %s: %s, no poll_requests (%v)", l.o.origin, res.Status, err)
+	}
+	return *st.PollRequests, nil
+}
+
+// addOriginCost adds to a scenario's result the poll requests the origin
+// served during it (origin_requests, from before) and that per delivered
+// message (per held poll for hold): what a GRIP proxy costs the app.
+func (l *loader) addOriginCost(ctx context.Context, res map[string]any, before int64) error {
+	after, err := l.originPolls(context.WithoutCancel(ctx))
+	if err != nil {
+		return err
+	}
+	res["origin_requests"] = after - before
+	per, key := res["deliveries"], "origin_requests_per_delivery"
+	if held, ok := res["held"]; ok {
+		per, key = held, "origin_requests_per_held_poll"
+	}
+	if d, ok := per.(int64); ok && d > 0 {
+		res[key] = float64(after-before) / float64(d)
+	}
+	return nil
 }
 
 func (l *loader) url(tpl, ch string) string { return strings.ReplaceAll(tpl, "{ch}", ch) }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -27,13 +28,20 @@ import (
 //   - GET /pub/<ch>: {"cursor": <last id>};
 //   - POST /pub/<ch>: appends the body, then publishes it to Pushpin's
 //     publish endpoint with id and prev-id, under the channel's lock so
-//     Pushpin sees a channel's publishes in order.
+//     Pushpin sees a channel's publishes in order;
+//   - GET /stats: {"poll_requests": N, "publishes": M}, the polls (GET
+//     /sub/...) and publishes it has served since it started; the proxy
+//     in front sends it one poll request per hold and per retry.
 //
 // Messages are kept in memory (the last 1000 per channel), as the other
-// servers keep theirs.
+// servers keep theirs. The publish URL may be Pushpin's or a
+// longpoll_publish route's root: both take Pushpin's JSON format.
 type gripOrigin struct {
-	pushpin string // Pushpin's publish URL
+	pushpin string // the GRIP proxy's publish URL
 	client  *http.Client
+
+	polls     atomic.Int64 // GET /sub/... served
+	publishes atomic.Int64 // POST /pub/... served
 
 	mu       sync.Mutex
 	channels map[string]*originChannel
@@ -50,7 +58,7 @@ const originKeep = 1000
 func runOrigin(args []string) error {
 	fs := flag.NewFlagSet("grip-origin", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:9190", "address to serve on")
-	pushpin := fs.String("pushpin", "http://127.0.0.1:5561/publish/", "Pushpin's publish URL")
+	pushpin := fs.String("pushpin", "http://127.0.0.1:5561/publish/", "the GRIP proxy's publish URL (Pushpin's, or the root of a longpoll_publish route)")
 	fs.Parse(args)
 	o := &gripOrigin{pushpin: *pushpin, channels: map[string]*originChannel{},
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100}, Timeout: 10 * time.Second}}
@@ -100,7 +108,17 @@ func answerFrom(c *originChannel, since int) originAnswer {
 	return a
 }
 
+// originStats is GET /stats: what the origin has served since it started.
+type originStats struct {
+	PollRequests int64 `json:"poll_requests"`
+	Publishes    int64 `json:"publishes"`
+}
+
 func (o *gripOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/stats" && r.Method == "GET" {
+		writeOriginJSON(w, originStats{o.polls.Load(), o.publishes.Load()})
+		return
+	}
 	kind, name, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	if name == "" || (kind != "sub" && kind != "pub") {
 		http.NotFound(w, r)
@@ -114,6 +132,7 @@ func (o *gripOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.mu.Unlock()
 		writeOriginJSON(w, originAnswer{Cursor: strconv.Itoa(last)})
 	case kind == "pub" && r.Method == "POST":
+		o.publishes.Add(1)
 		body, _ := io.ReadAll(r.Body)
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -145,6 +164,7 @@ func (o *gripOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeOriginJSON(w, map[string]string{"id": strconv.Itoa(id)})
 	case kind == "sub" && r.Method == "GET":
+		o.polls.Add(1)
 		since, err := strconv.Atoi(r.URL.Query().Get("since"))
 		c.mu.Lock()
 		if err != nil {

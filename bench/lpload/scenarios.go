@@ -62,13 +62,22 @@ func (l *loader) hold(ctx context.Context) (map[string]any, error) {
 	var wrote, failed, fdFailed atomic.Int64
 	var firstErr atomic.Pointer[error] // errors of different types: not an atomic.Value
 	var wg sync.WaitGroup
-	began := time.Now()
+	b, err := l.newBurst(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
 	for i := range n {
-		l.pace(ctx, i, began)
+		if err := l.pace(ctx, i, b); err != nil {
+			cancel()
+			wg.Wait()
+			return nil, err
+		}
 		wg.Go(func() {
 			c := i % l.o.channels
 			_, err := l.poll(pollCtx, l.client(), fmt.Sprint("hold-", c), curs[c], func() { wrote.Add(1) })
 			if err != nil && pollCtx.Err() == nil {
+				b.ended.Add(1)
 				failed.Add(1)
 				if isFDLimit(err) {
 					fdFailed.Add(1)
@@ -77,10 +86,10 @@ func (l *loader) hold(ctx context.Context) (map[string]any, error) {
 			}
 		})
 	}
-	err := waitUntil(ctx, "holding", 5*time.Minute, func() (bool, string) {
+	err = waitUntil(ctx, "holding", 5*time.Minute, func() (bool, string) {
 		return wrote.Load()+failed.Load() >= int64(n), fmt.Sprintf("%d of %d polls sent, %d failed", wrote.Load(), n, failed.Load())
 	})
-	opened := time.Since(began)
+	opened := time.Since(b.began)
 	// Let the server finish taking the last requests in.
 	time.Sleep(2 * time.Second)
 	after, _ := rss(l.o.pids)
@@ -135,11 +144,16 @@ func (l *loader) fanout(ctx context.Context) (map[string]any, error) {
 		// hanging it.
 		roundCtx, cancel := context.WithTimeout(ctx, fanoutRoundLimit)
 		var wg sync.WaitGroup
-		began := time.Now()
-		for i := range n {
-			l.pace(ctx, i, began)
+		b, err := l.newBurst(ctx)
+		for i := 0; i < n && err == nil; i++ {
+			if err = l.pace(ctx, i, b); err != nil {
+				break
+			}
 			wg.Go(func() {
 				res, err := l.poll(roundCtx, l.client(), ch, cur, func() { wrote.Add(1) })
+				if err != nil {
+					b.ended.Add(1)
+				}
 				if err != nil && roundCtx.Err() != nil && ctx.Err() == nil {
 					err = fmt.Errorf("poll not answered within %v of the round's start", fanoutRoundLimit)
 				}
@@ -150,9 +164,12 @@ func (l *loader) fanout(ctx context.Context) (map[string]any, error) {
 				}
 			})
 		}
-		if err := waitUntil(ctx, "fanout round "+strconv.Itoa(r), 5*time.Minute, func() (bool, string) {
-			return wrote.Load() >= int64(n), fmt.Sprintf("%d of %d polls sent", wrote.Load(), n)
-		}); err != nil {
+		if err == nil {
+			err = waitUntil(ctx, "fanout round "+strconv.Itoa(r), 5*time.Minute, func() (bool, string) {
+				return wrote.Load() >= int64(n), fmt.Sprintf("%d of %d polls sent", wrote.Load(), n)
+			})
+		}
+		if err != nil {
 			cancel()
 			wg.Wait()
 			return nil, err
@@ -190,7 +207,7 @@ func (l *loader) fanout(ctx context.Context) (map[string]any, error) {
 		rounds = append(rounds, p)
 		all = append(all, times...)
 	}
-	res := map[string]any{"polls": n, "rounds": rounds}
+	res := map[string]any{"polls": n, "rounds": rounds, "deliveries": int64(n * len(rounds))}
 	for k, v := range percentiles(all) {
 		res[k] = v
 	}
@@ -408,7 +425,7 @@ func (l *loader) latency(ctx context.Context) (map[string]any, error) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	res := map[string]any{"messages": l.o.count, "delivered": len(times), "every_ms": float64(l.o.every.Microseconds()) / 1000}
+	res := map[string]any{"messages": l.o.count, "delivered": len(times), "deliveries": int64(len(times)), "every_ms": float64(l.o.every.Microseconds()) / 1000}
 	for k, v := range percentiles(times) {
 		res[k] = v
 	}
