@@ -267,14 +267,14 @@ func (h *Grip) answer(w http.ResponseWriter, chans []grip.Channel, held grip.Res
 }
 
 // stale reports whether the first message of res does not follow the hold's
-// prev-id: published with a prev-id of its own, another one. Pushpin then
-// sends the request back to the app instead of delivering the message.
+// prev-id: its own prev-id is another one, or it has none (published
+// without one, or natively). Pushpin then sends the request back to the
+// app instead of delivering the message; a hold without prev-id takes any.
 func stale(ch grip.Channel, res store.Result) bool {
 	if ch.PrevID == "" || len(res.Messages) == 0 {
 		return false
 	}
-	prev := res.Messages[0].PrevPubID
-	return prev != "" && prev != ch.PrevID
+	return res.Messages[0].PrevPubID != ch.PrevID
 }
 
 // publishedFormat is the http-response a message answers a GRIP hold with:

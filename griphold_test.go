@@ -225,7 +225,10 @@ func TestGripPrevIDBehindGoesBackToTheApp(t *testing.T) {
 	}
 	held := s.pollAsync(context.Background(), s.poll+"/api/hold?ch=g2&prev=1042")
 	s.waitHeld("g2", 1)
-	s.publishItem("g2", "1043", `{"body":"next"}`)
+	next := `{"items":[{"channel":"g2","id":"1043","prev-id":"1042","formats":{"http-response":{"body":"next"}}}]}`
+	if r := s.must("POST", s.pub+"/publish/", next, "Content-Type", "application/json"); r.status != 200 {
+		t.Fatalf("publish: %d %s", r.status, r.body)
+	}
 	if r := <-held; r.status != 200 || r.body != "next" {
 		t.Errorf("up to date, then published to: %d %q", r.status, r.body)
 	}
@@ -239,6 +242,18 @@ func TestGripPrevIDBehindGoesBackToTheApp(t *testing.T) {
 	}
 	if r := <-held; r.status != 200 || r.body != "caught up from 1043" {
 		t.Errorf("a message whose prev-id is not the hold's: %d %q, want the app asked again", r.status, r.body)
+	}
+	// Nor is one without a prev-id (as Pushpin: it differs), such as a
+	// native publish; a hold without prev-id takes it.
+	held = s.pollAsync(context.Background(), s.poll+"/api/hold?ch=g2&prev=1045")
+	anyHold := s.pollAsync(context.Background(), s.poll+"/api/hold?ch=g2")
+	s.waitHeld("g2", 2)
+	s.publish("g2", "text/plain", "native")
+	if r := <-held; r.status != 200 || r.body != "caught up from 1045" {
+		t.Errorf("a message without prev-id, to a hold with one: %d %q, want the app asked again", r.status, r.body)
+	}
+	if r := <-anyHold; r.status != 200 || r.body != "native" {
+		t.Errorf("a message without prev-id, to a hold without one: %d %q", r.status, r.body)
 	}
 }
 
