@@ -168,6 +168,7 @@ func TestJSONConfigWorksAndIsValidated(t *testing.T) {
 		{`"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [{"handler": "longpoll_publish", "token": "{env.LONGPOLL_UNSET_FOR_TEST}"}]}]}}}`, "token"},
 		{`"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [{"handler": "longpoll", "auth": {"method": "jwt", "keys": [{"file": "/nonexistent/app.pem"}]}}]}]}}}`, "auth jwt: keys[0]: open /nonexistent/app.pem"},
 		{`"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [{"handler": "longpoll", "auth": {"method": "jwt"}}]}]}}}`, "auth jwt: no keys"},
+		{`"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [{"handler": "longpoll_grip", "sig_key": "base64:not base64!"}]}]}}}`, "sig_key: after base64:"},
 		{`"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [{"handler": "longpoll_publish", "auth": {"method": "jwt", "keys": [{"secret": "{env.LONGPOLL_UNSET_FOR_TEST}"}]}}]}]}}}`, "is empty once its placeholders are replaced"},
 		{`"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [{"handler": "longpoll", "auth": {"method": "jwt", "keys": [{"secret": "0123456789abcdef0123456789abcdef", "file": "x.pem"}]}}]}]}}}`, "a secret or a file, not both"},
 	} {

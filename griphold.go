@@ -2,11 +2,13 @@ package longpoll
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -49,7 +51,8 @@ type Grip struct {
 	// "pushpin", expiring in an hour) on every request to the app, which
 	// GRIP libraries verify to trust that the request came through the
 	// proxy. Placeholders such as {env.GRIP_KEY} are expanded once at
-	// load.
+	// load. A key written "base64:<standard base64>" is those bytes, as
+	// in Pushpin's sig_key.
 	SigKey string `json:"sig_key,omitempty"`
 
 	// SigIssuer is the Grip-Sig's iss claim. Default "pushpin".
@@ -94,6 +97,13 @@ func (h *Grip) Provision(ctx caddy.Context) error {
 		key := caddy.NewReplacer().ReplaceKnown(h.SigKey, "")
 		if key == "" {
 			return fmt.Errorf("longpoll_grip: sig_key %q is empty once its placeholders are replaced (is the environment variable set?)", h.SigKey)
+		}
+		if enc, ok := strings.CutPrefix(key, "base64:"); ok {
+			b, err := base64.StdEncoding.DecodeString(enc)
+			if err != nil || len(b) == 0 {
+				return fmt.Errorf("longpoll_grip: sig_key: after base64: a key in standard base64 is expected: %v", err)
+			}
+			key = string(b)
 		}
 		h.sigKey = []byte(key)
 	}

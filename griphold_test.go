@@ -2,6 +2,7 @@ package longpoll_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -347,4 +348,25 @@ func TestGripHoldSurvivesReloadAndCountsInMaxHeld(t *testing.T) {
 	if r := <-first; r.status != 200 || r.body != "to the first" {
 		t.Errorf("the held one: %d %q", r.status, r.body)
 	}
+}
+
+// A sig_key written base64:… signs with the decoded bytes, as Pushpin's
+// (one that is not base64 is refused at load: caddyfile_test.go).
+func TestGripSigKeyBase64(t *testing.T) {
+	app, s := startGripApp(t)
+	t.Setenv("LP_TEST_GRIP_KEY", "base64:"+base64.StdEncoding.EncodeToString([]byte(gripKey)))
+	site := fmt.Sprintf(`longpoll_grip /api/* {
+		sig_key {env.LP_TEST_GRIP_KEY}
+	}
+	reverse_proxy %s`, app.srv.Listener.Addr())
+	s.reload("", site, "longpoll_publish /publish/*")
+	if r := s.must("GET", s.poll+"/api/plain", ""); r.status != 200 {
+		t.Fatalf("through the app: %d %q", r.status, r.body)
+	}
+	app.mu.Lock()
+	if err := app.sigErrs[len(app.sigErrs)-1]; err != nil {
+		t.Errorf("Grip-Sig signed with the base64 key does not verify with its bytes: %v", err)
+	}
+	app.mu.Unlock()
+
 }
