@@ -30,3 +30,16 @@ func WakeAll() int {
 	})
 	return n
 }
+
+// Parked is the number of parked polls of every store in the pool.
+func Parked() int {
+	n := 0
+	pool.Range(func(_, v any) bool {
+		p := v.(*shared).parked
+		p.mu.Lock()
+		n += len(p.polls)
+		p.mu.Unlock()
+		return true
+	})
+	return n
+}

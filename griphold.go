@@ -60,7 +60,7 @@ type Grip struct {
 
 	// Park parks held HTTP/1.x requests' connections, as the longpoll
 	// handler's Park does (see Poll.Park): far less memory per held
-	// request, the answer closes the connection. Default off.
+	// request. Default off.
 	Park bool `json:"park,omitempty"`
 
 	// MaxBody is the largest GRIP response (one with instructions) read

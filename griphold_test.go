@@ -162,13 +162,13 @@ func gripHoldAnsweredByPublish(t *testing.T, park string) {
 		}
 	}
 	if park != "" {
-		// Parked, it was: its answer closes the connection.
+		// Parked, it was: asked to, its answer closes the connection.
 		conn, err := net.Dial("tcp", strings.TrimPrefix(s.poll, "http://"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		fmt.Fprintf(conn, "GET /api/hold?ch=g1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+		fmt.Fprintf(conn, "GET /api/hold?ch=g1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
 		s.waitHeld("g1", 1)
 		s.publishItem("g1", "2", `{"body":"raw"}`)
 		all, err := io.ReadAll(conn) // to EOF: the connection closes

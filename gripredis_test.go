@@ -1,12 +1,14 @@
 package longpoll_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -294,6 +296,9 @@ func TestGripRedisGapWhileInstanceFrozen(t *testing.T) {
 		if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
+		// kill returns before every thread has stopped: one still
+		// running could read a publish below.
+		waitStopped(t, a.cmd.Process.Pid)
 		publish() // each answered by B: in Redis before A runs again
 		if n := b.info(ch)["messages"]; n != float64(2) {
 			t.Errorf("%s keeps %v messages, want 2 (buffer 2)", ch, n)
@@ -352,4 +357,28 @@ func (a *gripApp) lastsFrom(i int) string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return fmt.Sprintf("%q", a.lasts[i:])
+}
+
+// waitStopped waits until every thread of process pid is stopped (state T
+// in /proc/<pid>/task/<tid>/stat).
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("process %d stopped", pid), func() bool {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil || len(tasks) == 0 {
+			return false
+		}
+		for _, task := range tasks {
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			if err != nil {
+				return false
+			}
+			// pid (comm) state ...: comm may hold spaces, so after the last ')'.
+			i := bytes.LastIndexByte(stat, ')')
+			if i < 0 || i+2 >= len(stat) || stat[i+2] != 'T' {
+				return false
+			}
+		}
+		return true
+	})
 }

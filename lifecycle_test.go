@@ -222,7 +222,10 @@ func TestShutdownAnswersHeldPolls(t *testing.T) {
 }
 
 func TestMetricsThroughCaddysRegistry(t *testing.T) {
-	s := start(t, "", `longpoll /poll/* {
+	// /poll/ holds for a minute (answered by the publish, however slow the
+	// machine), /short/ for 50 ms (times out).
+	s := start(t, "", `longpoll /poll/*
+	longpoll /short/* {
 		timeout 50ms
 	}`, pubRoute)
 	got := s.pollAsync(context.Background(), s.poll+"/poll/m")
@@ -230,7 +233,7 @@ func TestMetricsThroughCaddysRegistry(t *testing.T) {
 	s.assertMetrics("caddy_longpoll_held_polls 1")
 	s.publish("m", "text/plain", "x")
 	<-got
-	s.must("GET", s.poll+"/poll/m", "")                  // times out
+	s.must("GET", s.poll+"/short/m", "")                 // times out
 	s.must("GET", s.poll+"/poll/m?since=bad/cursor", "") // rejected
 	s.must("POST", s.pub+"/publish/m", "{", "Content-Type", "application/json")
 	s.assertMetrics(

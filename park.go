@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-longpoll/longpoll/internal/connwatch"
+	"github.com/caddy-longpoll/longpoll/internal/handback"
 )
 
 // Parking: with the handler's Park option, an HTTP/1.x poll that has to
@@ -23,8 +24,19 @@ import (
 // connection, a timer, the poller's waiter and the poll's place in the
 // connection watcher, which notices when the client goes away. The poll is
 // an asyncAwait: the same rules as a held poll, driven by callbacks. Its
-// answer is written straight to the connection, with "Connection: close":
-// the client opens a new connection for its next poll.
+// answer is written straight to the connection, which then goes back to
+// the server that served the poll (internal/handback) to read the client's
+// next request, as any keep-alive connection: Caddy's handlers, timeouts
+// and shutdown apply to it as before. The answer closes the connection
+// instead ("Connection: close") when the client asked for that or is on
+// HTTP/1.0, sent more after the poll (pipelining), when the poll ends
+// because its store closed or the process exits, or when the connection
+// watcher cannot let go of the connection.
+
+// handbacks gives parked polls' connections back to their servers. Its
+// goroutines (one per server with parked polls) belong to those servers:
+// each ends when its server shuts down.
+var handbacks handback.Servers
 
 // parker parks the polls of one handler: a native poll route, or a GRIP
 // hold (whose answer differs).
@@ -48,7 +60,7 @@ func (p parker) servePark(w http.ResponseWriter, r *http.Request, a await, timeo
 	if v := x.begin(r.Context()); v.outcome != waiting {
 		return true, p.respond(w, &x.a, v)
 	}
-	conn, _, err := http.NewResponseController(w).Hijack()
+	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		x.abandon()
 		return false, nil
@@ -56,6 +68,8 @@ func (p parker) servePark(w http.ResponseWriter, r *http.Request, a await, timeo
 	// The request was a GET without a body; anything the client sent
 	// after it is dropped with the connection after the answer.
 	pk.conn = conn
+	pk.srv, _ = r.Context().Value(http.ServerContextKey).(*http.Server)
+	pk.keepAlive = pk.srv != nil && r.ProtoAtLeast(1, 1) && !r.Close && brw.Reader.Buffered() == 0
 	if !sh.parked.add(pk) { // the store is closing: answer now
 		x.abandon()
 		pk.done(verdict{outcome: notModified})
@@ -72,8 +86,11 @@ type parkedPoll struct {
 	p     parker
 	x     *asyncAwait
 	conn  net.Conn
+	srv   *http.Server // the server that served the poll
 	token connwatch.Token
 	head  bool // a HEAD poll: no body
+	// keepAlive: the connection may go back to srv after the answer.
+	keepAlive bool
 }
 
 // clientGone is the connection watcher's callback.
@@ -83,9 +100,17 @@ func (pk *parkedPoll) clientGone() { pk.x.event(evGone) }
 const parkedWriteTimeout = 10 * time.Second
 
 // done is the end of the poll's await: its answer is written (none when
-// the client went away) and the connection closed.
+// the client went away) and the connection goes back to its server, or is
+// closed.
 func (pk *parkedPoll) done(v verdict) {
 	p := pk.p
+	// Only a poll answered for its own sake keeps its connection: a 304
+	// that is not a timeout means the store closed or the process exits,
+	// and the server that would read the next request is likely going
+	// too. The watcher lets go first, so that it does not take the
+	// client's next request for its going away.
+	keep := pk.keepAlive && v.outcome != gone && (v.outcome != notModified || v.timeout) &&
+		p.shared.watch.Release(pk.token)
 	if v.outcome != gone {
 		w := newBufferedResponse()
 		if err := p.respond(w, &pk.x.a, v); err != nil {
@@ -99,13 +124,20 @@ func (pk *parkedPoll) done(v verdict) {
 			p.logger.Debug("parked poll failed", zap.String("channel", pk.x.a.subs[0].channel), zap.Error(err))
 		}
 		pk.conn.SetWriteDeadline(time.Now().Add(parkedWriteTimeout))
-		if _, err := pk.conn.Write(w.bytes(pk.head)); err != nil {
+		if _, err := pk.conn.Write(w.bytes(pk.head, keep)); err != nil {
 			p.logger.Debug("writing a parked poll's answer", zap.String("channel", pk.x.a.subs[0].channel), zap.Error(err))
+			keep = false
+		}
+	}
+	p.shared.parked.remove(pk)
+	if keep {
+		pk.conn.SetDeadline(time.Time{}) // the server sets its own
+		if handbacks.Give(pk.srv, pk.conn) {
+			return
 		}
 	}
 	p.shared.watch.Forget(pk.token)
 	pk.conn.Close()
-	p.shared.parked.remove(pk)
 }
 
 // parkedPolls is the registry of one store's parked polls. It owns the
@@ -209,9 +241,10 @@ func (b *bufferedResponse) Write(p []byte) (int, error) {
 	return b.body.Write(p)
 }
 
-// bytes is the whole HTTP/1.1 response, headers sorted. It is on the path
-// of every parked answer of a fan-out, so it appends rather than formats.
-func (b *bufferedResponse) bytes(head bool) []byte {
+// bytes is the whole HTTP/1.1 response, headers sorted, with
+// "Connection: close" unless keepAlive. It is on the path of every parked
+// answer of a fan-out, so it appends rather than formats.
+func (b *bufferedResponse) bytes(head, keepAlive bool) []byte {
 	noBody := b.status == http.StatusNotModified || b.status == http.StatusNoContent
 	// Written below: Connection, Date and (with a body) Content-Length.
 	b.header.Del("Content-Length")
@@ -221,7 +254,10 @@ func (b *bufferedResponse) bytes(head bool) []byte {
 	for k := range b.header {
 		keys = append(keys, k)
 	}
-	keys = append(keys, "Connection", "Date")
+	keys = append(keys, "Date")
+	if !keepAlive {
+		keys = append(keys, "Connection")
+	}
 	if !noBody {
 		keys = append(keys, "Content-Length")
 	}

@@ -3,15 +3,23 @@ package longpoll_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/caddy-longpoll/longpoll"
 )
 
 const parkSite = "longpoll /poll/* {\n\t\tpark\n\t}"
 
-// A parked poll is answered like a held one, then its connection closes.
-func TestParkedPollIsAnsweredAndClosed(t *testing.T) {
+// A parked poll is answered like a held one.
+func TestParkedPollIsAnswered(t *testing.T) {
 	s := start(t, "", parkSite, "longpoll_publish /publish/*")
 	checkLeaks(t, s)
 
@@ -82,6 +90,89 @@ func TestParkedPollClientGoneAndStoreClosed(t *testing.T) {
 	// And the connection is closed after the answer.
 	if n, err := conn.Read(make([]byte, 1)); err == nil {
 		t.Fatalf("read %d bytes after a parked poll's answer; want the connection closed", n)
+	}
+}
+
+// A parked poll's connection goes back to Caddy after the answer: the
+// client's next polls on it are served (and parked) again, HEAD included;
+// a poll that asks to close it (Connection: close) gets that. Over plain
+// HTTP/1.1 and over TLS (HTTP/1.1 by ALPN).
+func TestParkedPollKeepsItsConnection(t *testing.T) {
+	t.Run("http", func(t *testing.T) {
+		s := start(t, "", parkSite, "longpoll_publish /publish/*")
+		checkLeaks(t, s)
+		conn, err := net.Dial("tcp", strings.TrimPrefix(s.poll, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pollsOnOneConnection(t, s, conn)
+	})
+	t.Run("https", func(t *testing.T) {
+		s := &server{t: t, tc: caddytest.NewTester(t)}
+		s.tc.InitServer(emptyConfig, "caddyfile")
+		ports := freePorts(t, 2)
+		s.poll = fmt.Sprintf("https://127.0.0.1:%d", ports[0])
+		s.pub = fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+		s.client = newClient(t)
+		s.tc.InitServer(fmt.Sprintf(`{
+	admin localhost:%d
+	persist_config off
+	auto_https disable_redirects
+	skip_install_trust
+}
+https://127.0.0.1:%d {
+	tls internal
+	%s
+}
+http://127.0.0.1:%d {
+	longpoll_publish /publish/*
+}
+`, adminPort, ports[0], parkSite, ports[1]), "caddyfile")
+		checkLeaks(t, s)
+		// Caddy obtains the certificate in the background: handshakes
+		// fail until it has.
+		var conn *tls.Conn
+		waitFor(t, "a TLS handshake", func() bool {
+			c, err := tls.Dial("tcp", strings.TrimPrefix(s.poll, "https://"), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+			conn = c
+			return err == nil
+		})
+		if p := conn.ConnectionState().NegotiatedProtocol; p != "http/1.1" {
+			t.Fatalf("ALPN chose %q", p)
+		}
+		pollsOnOneConnection(t, s, conn)
+	})
+}
+
+// pollsOnOneConnection sends polls one after the other on conn, each
+// answered by a publish, the last with Connection: close.
+func pollsOnOneConnection(t *testing.T, s *server, conn net.Conn) {
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	cursor := s.info("k")["cursor"].(string)
+	for i, req := range []string{"GET", "GET", "HEAD", "GET close"} {
+		method, closing := strings.CutSuffix(req, " close")
+		hdr := ""
+		if closing {
+			hdr = "Connection: close\r\n"
+		}
+		fmt.Fprintf(conn, "%s /poll/k?since=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n", method, cursor, hdr)
+		s.waitHeld("k", 1)
+		waitFor(t, "the poll parked", func() bool { return longpoll.Parked() == 1 })
+		pub := s.publish("k", "text/plain", fmt.Sprint("m", i))
+		res, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("poll %d (%s): %v", i, req, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || res.Close != closing || (method == "GET") != strings.Contains(string(body), fmt.Sprintf(`"data":"m%d"`, i)) {
+			t.Fatalf("poll %d (%s) on the same connection: %d close=%v %q", i, req, res.StatusCode, res.Close, body)
+		}
+		cursor = pub["id"].(string)
+	}
+	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("after Connection: close: read %d, %v; want EOF", n, err)
 	}
 }
 

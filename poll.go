@@ -47,12 +47,12 @@ type Poll struct {
 	// Park takes a waiting HTTP/1.x poll over from Caddy's HTTP server
 	// and parks its connection, which costs far less memory than an
 	// ordinary held request (no request goroutine, buffers or context).
-	// Trade-offs: the answer closes the connection ("Connection: close"),
-	// so the client reconnects for its next poll; the access log records
-	// a parked poll when it is parked, without its status; HTTP/2 and
-	// HTTP/3 polls are held the ordinary way; after a burst of parks the
-	// process's idle memory is returned to the OS (a forced GC).
-	// Default off.
+	// After the answer the connection goes back to the server for the
+	// client's next request (keep-alive), unless the client asked to
+	// close it. Trade-offs: the access log records a parked poll when it
+	// is parked, without its status; HTTP/2 and HTTP/3 polls are held the
+	// ordinary way; after a burst of parks the process's idle memory is
+	// returned to the OS (a forced GC). Default off.
 	Park bool `json:"park,omitempty"`
 
 	// AuthRaw decides who may poll which channel: a module of the

@@ -21,6 +21,12 @@ type Watcher interface {
 	// way may still be called once, so gone must tolerate a late call.
 	// Forgetting twice, or after gone, is harmless.
 	Forget(t Token)
+	// Release is Forget for a connection that is to be read again by
+	// someone else (handed back to net/http): it reports whether that is
+	// safe, the watcher having stopped watching it and read nothing from
+	// it. False when gone was called (or is on its way) or when the
+	// watcher reads the connection itself (the fallback): then close it.
+	Release(t Token) bool
 	// Close stops the watcher and waits for its goroutines. Connections
 	// still watched must have been closed (or forgotten) first: a watching
 	// goroutine of the fallback ends only when its connection closes.
@@ -98,5 +104,12 @@ func (w *readWatcher) Watch(conn net.Conn, gone func()) Token {
 }
 
 func (w *readWatcher) Forget(t Token) { w.forget(t) }
+
+// Release is false: the watching goroutine reads the connection until it
+// closes.
+func (w *readWatcher) Release(t Token) bool {
+	w.forget(t)
+	return false
+}
 
 func (w *readWatcher) Close() { w.wg.Wait() }

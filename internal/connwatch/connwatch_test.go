@@ -71,3 +71,54 @@ func TestWatcherReportsClientGoneOnceAndStopsCleanly(t *testing.T) {
 		w.Close()
 	}
 }
+
+// A released connection is not watched any more and can be watched again
+// and read by its new owner; the epoll watcher releases it (the fallback,
+// whose goroutine reads it, does not), and never one already reported.
+func TestReleaseLetsTheConnectionBeReadAgain(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	epoll, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer epoll.Close()
+	srv, cli := pair(t)
+	defer cli.Close()
+	defer srv.Close()
+	gone := make(chan string, 4)
+	for round := range 3 { // watched, released, watched again...
+		tok := epoll.Watch(srv, func() { gone <- "watched" })
+		if tok&fallbackBit != 0 {
+			t.Fatal("a TCP connection went to the fallback: watched again without leaving the epoll set?")
+		}
+		if !epoll.Release(tok) {
+			t.Fatalf("round %d: Release = false", round)
+		}
+		cli.Write([]byte{byte('a' + round)})
+		b := make([]byte, 1)
+		if _, err := srv.Read(b); err != nil || b[0] != byte('a'+round) {
+			t.Fatalf("round %d: the new owner read %q, %v", round, b, err)
+		}
+	}
+	// Reported, then released: false.
+	tok := epoll.Watch(srv, func() { gone <- "reported" })
+	cli.Write([]byte("z"))
+	if g := <-gone; g != "reported" {
+		t.Fatalf("a released watch fired: %s", g)
+	}
+	if epoll.Release(tok) {
+		t.Fatal("Release after gone = true")
+	}
+	if len(gone) != 0 {
+		t.Fatalf("%d more gone calls", len(gone))
+	}
+
+	fb := NewFallback()
+	s2, c2 := pair(t)
+	if fb.Release(fb.Watch(s2, func() {})) {
+		t.Fatal("the fallback released a connection its goroutine reads")
+	}
+	s2.Close()
+	c2.Close()
+	fb.Close()
+}

@@ -14,8 +14,9 @@ type epollWatcher struct {
 	done       chan struct{} // closed when loop returns
 	fallback   *readWatcher
 
-	registry // its mu also guards closed
+	registry // its mu also guards closed and fds
 	closed   bool
+	fds      map[Token]int // the descriptor of each token in the epoll set
 }
 
 // Tokens of the fallback have this bit set, so Forget knows where to look.
@@ -38,7 +39,7 @@ func newWatcher() (Watcher, error) {
 		return nil, err
 	}
 	w := &epollWatcher{epfd: epfd, evfd: evfd, done: make(chan struct{}),
-		fallback: NewFallback().(*readWatcher), registry: newRegistry()}
+		fallback: NewFallback().(*readWatcher), registry: newRegistry(), fds: map[Token]int{}}
 	go w.loop()
 	return w, nil
 }
@@ -67,15 +68,18 @@ func (w *epollWatcher) watch(conn net.Conn, gone func()) (Token, bool) {
 	w.next++
 	t := w.next
 	var ctlErr error
-	err = raw.Control(func(fd uintptr) {
+	fd := -1
+	err = raw.Control(func(d uintptr) {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
 			Fd: int32(uint32(t)), Pad: int32(uint32(t >> 32))}
-		ctlErr = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+		fd = int(d)
+		ctlErr = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
 	})
 	if err != nil || ctlErr != nil {
 		return 0, false
 	}
 	w.gone[t] = gone
+	w.fds[t] = fd
 	return t, true
 }
 
@@ -85,7 +89,28 @@ func (w *epollWatcher) Forget(t Token) {
 		w.fallback.Forget(t &^ fallbackBit)
 		return
 	}
-	w.forget(t)
+	w.mu.Lock()
+	delete(w.gone, t)
+	delete(w.fds, t)
+	w.mu.Unlock()
+}
+
+// Release takes the descriptor out of the epoll set (under mu, so that
+// Close has not closed the set), unless gone was called.
+func (w *epollWatcher) Release(t Token) bool {
+	if t&fallbackBit != 0 {
+		return w.fallback.Release(t &^ fallbackBit)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fd, ok := w.fds[t]
+	_, watched := w.gone[t]
+	delete(w.gone, t)
+	delete(w.fds, t)
+	if !ok || !watched || w.closed {
+		return false
+	}
+	return unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil) == nil
 }
 
 func (w *epollWatcher) loop() {
