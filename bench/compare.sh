@@ -23,10 +23,13 @@
 # per held poll and per delivered message. Their hold and fan-out polls are
 # opened with at most WINDOW of them on their way to the origin at once
 # (lpload -window), so that neither meets a burst the other does not:
-# Pushpin queues at most 100 requests to its HTTP client and answers the rest
-# 502. Measured, the window does not remove Pushpin's 502s (docs/grip.md,
-# "The 502 under many arriving polls"). WINDOW=0 opens them all at once, as
-# for the other rows.
+# Pushpin queues at most 100 requests to its HTTP client (zurl) and answers
+# the rest 502. And each burst goes to a channel already held on for WARM
+# seconds (lpload -warm: one poll held from WARM before the burst): Pushpin
+# asks the origin again for every poll held on a channel in the second after
+# its first hold there, 100 at a time, which overflows that queue
+# (docs/grip.md, "The 502 under many arriving polls"). WINDOW=0 opens the
+# polls all at once and WARM=0 holds no poll before, as for the other rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}            # held polls (hold: on 1 channel; fanout: on 1 channel)
@@ -36,6 +39,9 @@ COUNT=${COUNT:-1000}     # latency messages
 REPEAT=${REPEAT:-3}      # fanout, throughput and latency runs per server (medians)
 BEFORE=${BEFORE:-}       # a git revision to compare with: the *-before rows
 WINDOW=${WINDOW:-50}     # GRIP rows: polls on their way to the origin at once (0: no bound)
+WARM=${WARM:-2}          # GRIP rows: seconds a channel is held on before a burst (0: cold channel)
+DEADLINE=${DEADLINE:-900}      # seconds: lpload -deadline, the longest one scenario may take
+ROUND_DEADLINE=${ROUND_DEADLINE:-120} # seconds: lpload -round-deadline (a hold's opening, one fan-out round)
 SERVERS=${SERVERS:-"bare longpoll${BEFORE:+ longpoll-before} longpoll-park${BEFORE:+ longpoll-park-before} longpoll-gogc400 nchan longpoll-grip pushpin"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -90,7 +96,14 @@ stop_all() {
 }
 trap 'stop_all; rm -rf "$tmp"' EXIT
 srv() { exec taskset -c "$SERVER_CPU" "$@"; } # exec: $! is the server itself
-load() { taskset -c "$LOAD_CPU" ./lpload "$@"; }
+# No scenario may hang the run: lpload gives up (a failure, recorded) at its
+# deadlines, and timeout(1) ends it should it not.
+load() {
+	local sc=$1
+	shift
+	taskset -c "$LOAD_CPU" timeout -k 10 $((DEADLINE + 120)) \
+		./lpload "$sc" "$@" -deadline "${DEADLINE}s" -round-deadline "${ROUND_DEADLINE}s"
+}
 # record SCENARIO FLAGS...: runs lpload, files its result under the server's name.
 record() {
 	local sc=$1
@@ -104,9 +117,9 @@ record() {
 		echo "{\"profile\":\"$s\",\"scenario\":\"$sc\",\"failed\":true}" >>"$out"
 	fi
 }
-# The GRIP rows' lpload flags: count the origin's poll requests, and bound
-# the polls on their way to it (hold, fanout).
-GRIP=(-origin http://127.0.0.1:9190/stats -window "$WINDOW")
+# The GRIP rows' lpload flags: count the origin's poll requests, bound the
+# polls on their way to it and warm the channel (hold, fanout).
+GRIP=(-origin http://127.0.0.1:9190/stats -window "$WINDOW" -warm "${WARM}s")
 wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not come up"; exit 1; }
 
 # start_server NAME: starts it pinned, waits until it answers, and sets P
@@ -195,7 +208,7 @@ for r in $(seq "$REPEAT"); do
 	done
 done
 
-echo "== results: $out ($(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); servers on CPU $SERVER_CPU, load on CPU $LOAD_CPU; GRIP rows' WINDOW=$WINDOW)${rev:+; longpoll-before is $rev}"
+echo "== results: $out ($(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); servers on CPU $SERVER_CPU, load on CPU $LOAD_CPU; GRIP rows' WINDOW=$WINDOW, WARM=${WARM}s)${rev:+; longpoll-before is $rev}"
 python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
@@ -213,7 +226,8 @@ def merged(runs):
         return {}
     ok = [r for r in runs if not r.get("failed")]
     if not ok:
-        return {"failed": True, **{k: sum(r.get(k, 0) for r in runs) for k in ("lost", "duplicated", "out_of_order")}}
+        # errors/polls: failed polls over polls tried, summed (hold, fanout).
+        return {"failed": True, **{k: sum(r.get(k, 0) for r in runs) for k in ("lost", "duplicated", "out_of_order", "errors", "polls")}}
     out = {k: med(ok, k) for k in ok[0] if isinstance(ok[0][k], (int, float)) and not isinstance(ok[0][k], bool)}
     for k in ("lost", "duplicated", "out_of_order", "errors"):
         if k in ok[0]:
@@ -228,9 +242,10 @@ print("| server | KB RSS per held poll (hold errors) | fanout p50 / p99 / max ms
 print("|---|---|---|---|---|---|---|")
 for p, s in by.items():
     h, fo, t, la = (merged(s.get(k, [])) for k in ("hold", "fanout", "throughput", "latency"))
-    hold = "—" if not h else "failed" if h.get("failed") else f'{h.get("rss_bytes_per_held_poll", 0)/1000:.1f} ({h.get("errors")})'
+    failed = lambda x: f'failed ({x["errors"]:,} of {x["polls"]:,} polls failed)' if x.get("errors") and x.get("polls") else "failed"
+    hold = "—" if not h else failed(h) if h.get("failed") else f'{h.get("rss_bytes_per_held_poll", 0)/1000:.1f} ({h.get("errors")})'
     bad = lambda x: f' [{x["failed_runs"]} of {x["runs"]} runs failed]' if x.get("failed_runs") else ""
-    fan = "—" if not fo else "failed" if fo.get("failed") else f'{fo.get("p50_ms")} / {fo.get("p99_ms")} / {fo.get("max_ms")}{bad(fo)}'
+    fan = "—" if not fo else failed(fo) if fo.get("failed") else f'{fo.get("p50_ms")} / {fo.get("p99_ms")} / {fo.get("max_ms")}{bad(fo)}'
     thr = "—" if not t else f'failed ({t.get("lost")}/{t.get("duplicated")}/{t.get("out_of_order")})' if t.get("failed") else f'{t.get("publishes_per_second", 0):,.0f} ({t.get("lost")}/{t.get("duplicated")}/{t.get("out_of_order")}){bad(t)}'
     dps = "—" if not t or t.get("failed") else f'{t.get("deliveries_per_second", 0):,.0f}'
     lat = "—" if not la else "failed" if la.get("failed") else f'{la.get("p50_ms")} / {la.get("p99_ms")} / {la.get("max_ms")}{bad(la)}'

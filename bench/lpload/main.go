@@ -9,6 +9,10 @@
 //	lpload grip-origin -listen 127.0.0.1:9190   # the GRIP origin behind Pushpin
 //	lpload fanout -profile pushpin -origin http://127.0.0.1:9190/stats -window 50
 //
+// No scenario waits forever: -round-deadline bounds opening a hold's polls
+// and each fan-out round (opened, held, answered), -deadline the whole run;
+// what is not done by then is a failure, reported with its figures so far.
+//
 // Progress goes to stderr; each result is one JSON line on stdout. The
 // server is named by -profile (how to poll, resume and publish) and the
 // -poll and -pub URL templates, where {ch} is the channel.
@@ -28,7 +32,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -52,6 +56,11 @@ type options struct {
 	rate     int
 	origin   string
 	window   int
+	// deadline bounds the whole scenario; roundDeadline a hold's opening
+	// or one fan-out round (plus n/rate under -rate).
+	deadline      time.Duration
+	roundDeadline time.Duration
+	warm          time.Duration
 }
 
 func main() {
@@ -83,6 +92,9 @@ func main() {
 	fs.IntVar(&o.rate, "rate", 0, "open at most this many polls per second (hold, fanout); 0: all at once")
 	fs.StringVar(&o.origin, "origin", "", "the GRIP origin's stats URL (lpload grip-origin's /stats): reports its poll requests per delivered message (per held poll for hold)")
 	fs.IntVar(&o.window, "window", 0, "with -origin: open a poll only while fewer than this many opened polls have not yet reached the origin (hold, fanout); 0: no bound")
+	fs.DurationVar(&o.deadline, "deadline", 15*time.Minute, "give up (a failure) when the scenario has not ended after this long; 0: no bound")
+	fs.DurationVar(&o.roundDeadline, "round-deadline", 2*time.Minute, "give up (a failure) when a hold's polls are not all held, or a fan-out round's not all answered, this long after the first was opened (plus n/rate under -rate); 0: no bound")
+	fs.DurationVar(&o.warm, "warm", 0, "hold one poll on each channel this long before a hold's or fan-out round's polls are opened, and until they end (Pushpin re-asks the origin for every poll held on a channel in the second after its first hold there: docs/grip.md); 0: none")
 	fs.DurationVar(&o.keep, "keep", 0, "keep the polls held this long after measuring, to profile the server (hold)")
 	fs.Parse(os.Args[2:])
 
@@ -102,14 +114,8 @@ func main() {
 	}
 	var res map[string]any
 	switch scenario {
-	case "hold":
-		res, err = l.hold(ctx)
-	case "fanout":
-		res, err = l.fanout(ctx)
-	case "throughput":
-		res, err = l.throughput(ctx)
-	case "latency":
-		res, err = l.latency(ctx)
+	case "hold", "fanout", "throughput", "latency":
+		res, err = l.run(ctx, scenario)
 	default:
 		usage()
 	}
@@ -124,6 +130,59 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+}
+
+// errDeadline is the cause of a scenario's context ending at -deadline.
+var errDeadline = errors.New("gave up at -deadline")
+
+// run runs a scenario within -deadline: past it the scenario's context
+// ends, every wait and request of the scenario with it, and the error says
+// so (with what the scenario had measured by then, if anything).
+func (l *loader) run(ctx context.Context, scenario string) (map[string]any, error) {
+	if l.o.deadline > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, l.o.deadline, fmt.Errorf("%w (%v)", errDeadline, l.o.deadline))
+		defer cancel()
+	}
+	var res map[string]any
+	var err error
+	switch scenario {
+	case "hold":
+		res, err = l.hold(ctx)
+	case "fanout":
+		res, err = l.fanout(ctx)
+	case "throughput":
+		res, err = l.throughput(ctx)
+	case "latency":
+		res, err = l.latency(ctx)
+	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+		err = errors.Join(cause, err) // the deadline, whatever it interrupted
+	}
+	return res, err
+}
+
+// roundLimit is how long a hold's opening or a fan-out round may take:
+// -round-deadline, plus the time -rate takes to open the polls; 0: none.
+func (l *loader) roundLimit() time.Duration {
+	if l.o.roundDeadline <= 0 {
+		return 0
+	}
+	d := l.o.roundDeadline
+	if l.o.rate > 0 {
+		d += time.Duration(l.o.n) * time.Second / time.Duration(l.o.rate)
+	}
+	return d
+}
+
+// withRoundLimit is ctx bounded by roundLimit; past it, context.Cause names
+// what gave up.
+func (l *loader) withRoundLimit(ctx context.Context, what string) (context.Context, context.CancelFunc) {
+	d := l.roundLimit()
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeoutCause(ctx, d, fmt.Errorf("%s: gave up at -round-deadline (%v)", what, d))
 }
 
 func usage() {
@@ -172,7 +231,7 @@ func (l *loader) client() *http.Client {
 // by -rate and -window.
 type burst struct {
 	began  time.Time
-	origin int64        // the origin's poll requests when the burst began
+	origin int64        // the distinct polls the origin had seen when the burst began
 	ended  atomic.Int64 // polls of the burst that failed, some before reaching the origin
 	seen   int64        // the burst's polls the origin had last been seen to take in
 	moved  time.Time    // when seen last grew
@@ -184,7 +243,7 @@ type burst struct {
 const windowStall = 30 * time.Second
 
 func (l *loader) newBurst(ctx context.Context) (*burst, error) {
-	n, err := l.originPolls(ctx)
+	n, err := l.originArrived(ctx)
 	return &burst{began: time.Now(), origin: n, moved: time.Now()}, err
 }
 
@@ -195,12 +254,15 @@ func (l *loader) pace(ctx context.Context, i int, b *burst) error {
 	if l.o.rate > 0 {
 		at := b.began.Add(time.Duration(i) * time.Second / time.Duration(l.o.rate))
 		if !sleepCtx(ctx, time.Until(at)) {
-			return ctx.Err()
+			return context.Cause(ctx)
 		}
 	}
 	for l.o.window > 0 && int64(i)-b.seen >= int64(l.o.window) {
-		n, err := l.originPolls(ctx)
+		n, err := l.originArrived(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
 			return err
 		}
 		if seen := n - b.origin + b.ended.Load(); seen > b.seen {
@@ -211,10 +273,25 @@ func (l *loader) pace(ctx context.Context, i int, b *burst) error {
 			return fmt.Errorf("%d polls opened, %d of them neither at the origin nor failed, none arriving there for %v", i, int64(i)-b.seen, windowStall)
 		}
 		if !sleepCtx(ctx, 2*time.Millisecond) {
-			return ctx.Err()
+			return context.Cause(ctx)
 		}
 	}
 	return nil
+}
+
+// warmUp holds one poll on each of chans for -warm before a burst on them
+// and keeps it until stop is called (its answer, if any, is ignored).
+func (l *loader) warmUp(ctx context.Context, chans []string, curs []cursor) (stop func()) {
+	if l.o.warm <= 0 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i, ch := range chans {
+		wg.Go(func() { l.poll(ctx, l.client(), ch, curs[i], nil, "warm."+ch) })
+	}
+	sleepCtx(ctx, l.o.warm)
+	return func() { cancel(); wg.Wait() }
 }
 
 // sleepCtx sleeps for d unless ctx ends first; it reports whether ctx is
@@ -232,32 +309,52 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // originPolls asks the GRIP origin (-origin) how many poll requests it has
 // served; 0 without -origin.
 func (l *loader) originPolls(ctx context.Context) (int64, error) {
+	st, err := l.originStats(ctx)
+	return st.PollRequests, err
+}
+
+// originArrived is how many distinct polls have reached the GRIP origin
+// (-origin): a poll the proxy asks for again (Pushpin re-asks for the
+// polls held on a channel a second after its first hold there,
+// docs/grip.md) counts once. It is what -window paces on.
+func (l *loader) originArrived(ctx context.Context) (int64, error) {
+	st, err := l.originStats(ctx)
+	return st.DistinctPolls, err
+}
+
+// originStats asks the GRIP origin (-origin) what it has served; zero
+// without -origin.
+func (l *loader) originStats(ctx context.Context) (originStats, error) {
 	if l.o.origin == "" {
-		return 0, nil
+		return originStats{}, nil
 	}
 	req, err := http.NewRequestWithContext(ctx, "GET", l.o.origin, nil)
 	if err != nil {
-		return 0, err
+		return originStats{}, err
 	}
 	res, err := l.pub.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("origin stats: %w", err)
+		return originStats{}, fmt.Errorf("origin stats: %w", err)
 	}
 	defer res.Body.Close()
 	var st struct {
-		PollRequests *int64 `json:"poll_requests"`
+		PollRequests  *int64 `json:"poll_requests"`
+		DistinctPolls *int64 `json:"distinct_polls"`
 	}
-	if err := json.NewDecoder(res.Body).Decode(&st); err != nil || st.PollRequests == nil {
-		return 0, fmt.Errorf("origin stats at %s: %s, no poll_requests (%v)", l.o.origin, res.Status, err)
+	if err := json.NewDecoder(res.Body).Decode(&st); err != nil || st.PollRequests == nil || st.DistinctPolls == nil {
+		return originStats{}, fmt.Errorf("origin stats at %s: %s, no poll_requests and distinct_polls (%v)", l.o.origin, res.Status, err)
 	}
-	return *st.PollRequests, nil
+	return originStats{PollRequests: *st.PollRequests, DistinctPolls: *st.DistinctPolls}, nil
 }
 
 // addOriginCost adds to a scenario's result the poll requests the origin
 // served during it (origin_requests, from before) and that per delivered
 // message (per held poll for hold): what a GRIP proxy costs the app.
 func (l *loader) addOriginCost(ctx context.Context, res map[string]any, before int64) error {
-	after, err := l.originPolls(context.WithoutCancel(ctx))
+	// Asked even when the scenario's context has ended, but not forever.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	after, err := l.originPolls(ctx)
 	if err != nil {
 		return err
 	}
@@ -282,11 +379,19 @@ type pollResult struct {
 	got  time.Time // when the whole answer had arrived, before parsing it
 }
 
-// poll does one poll and returns the messages and the cursor to send next.
-func (l *loader) poll(ctx context.Context, c *http.Client, ch string, cur cursor, wrote func()) (pollResult, error) {
+// pollTags names hold and fan-out polls (the origin's pollHeader): unique
+// to this process and, with the poll's place, to the poll.
+var pollTags = fmt.Sprintf("%d.%d", os.Getpid(), time.Now().UnixNano())
+
+// poll does one poll and returns the messages and the cursor to send next;
+// a non-empty tag names it to the GRIP origin (pollHeader).
+func (l *loader) poll(ctx context.Context, c *http.Client, ch string, cur cursor, wrote func(), tag string) (pollResult, error) {
 	req, err := l.prof.pollRequest(ctx, l.url(l.o.pollURL, ch), cur)
 	if err != nil {
 		return pollResult{next: cur}, err
+	}
+	if tag != "" && l.o.origin != "" {
+		req.Header.Set(pollHeader, pollTags+"."+tag)
 	}
 	if wrote != nil {
 		req = req.WithContext(withWrote(req.Context(), wrote))

@@ -29,9 +29,13 @@ import (
 //   - POST /pub/<ch>: appends the body, then publishes it to Pushpin's
 //     publish endpoint with id and prev-id, under the channel's lock so
 //     Pushpin sees a channel's publishes in order;
-//   - GET /stats: {"poll_requests": N, "publishes": M}, the polls (GET
-//     /sub/...) and publishes it has served since it started; the proxy
-//     in front sends it one poll request per hold and per retry.
+//   - GET /stats: {"poll_requests": N, "distinct_polls": D, "publishes":
+//     M}, the polls (GET /sub/...) and publishes it has served since it
+//     started; the proxy in front sends it one poll request per hold and
+//     per retry. D counts a client's poll once however often the proxy
+//     asks for it: by its Lpload-Poll header (lpload's -window paces on
+//     it, since Pushpin re-asks for held polls by itself), or each request
+//     without one.
 //
 // Messages are kept in memory (the last 1000 per channel), as the other
 // servers keep theirs. The publish URL may be Pushpin's or a
@@ -42,6 +46,10 @@ type gripOrigin struct {
 
 	polls     atomic.Int64 // GET /sub/... served
 	publishes atomic.Int64 // POST /pub/... served
+
+	seenMu   sync.Mutex
+	seen     map[string]struct{} // Lpload-Poll values of the polls served
+	distinct atomic.Int64        // polls served counted once (by Lpload-Poll)
 
 	mu       sync.Mutex
 	channels map[string]*originChannel
@@ -110,13 +118,38 @@ func answerFrom(c *originChannel, since int) originAnswer {
 
 // originStats is GET /stats: what the origin has served since it started.
 type originStats struct {
-	PollRequests int64 `json:"poll_requests"`
-	Publishes    int64 `json:"publishes"`
+	PollRequests  int64 `json:"poll_requests"`
+	DistinctPolls int64 `json:"distinct_polls"`
+	Publishes     int64 `json:"publishes"`
+}
+
+// pollHeader carries a client poll's own name (lpload's hold and fan-out
+// polls): the origin counts a poll once, however often it is asked for.
+const pollHeader = "Lpload-Poll"
+
+// countPoll counts a poll request, and the poll once by its pollHeader.
+func (o *gripOrigin) countPoll(r *http.Request) {
+	o.polls.Add(1)
+	tag := r.Header.Get(pollHeader)
+	if tag == "" {
+		o.distinct.Add(1)
+		return
+	}
+	o.seenMu.Lock()
+	defer o.seenMu.Unlock()
+	if _, ok := o.seen[tag]; ok {
+		return
+	}
+	if o.seen == nil {
+		o.seen = map[string]struct{}{}
+	}
+	o.seen[tag] = struct{}{}
+	o.distinct.Add(1)
 }
 
 func (o *gripOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/stats" && r.Method == "GET" {
-		writeOriginJSON(w, originStats{o.polls.Load(), o.publishes.Load()})
+		writeOriginJSON(w, originStats{o.polls.Load(), o.distinct.Load(), o.publishes.Load()})
 		return
 	}
 	kind, name, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
@@ -164,7 +197,7 @@ func (o *gripOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeOriginJSON(w, map[string]string{"id": strconv.Itoa(id)})
 	case kind == "sub" && r.Method == "GET":
-		o.polls.Add(1)
+		o.countPoll(r)
 		since, err := strconv.Atoi(r.URL.Query().Get("since"))
 		c.mu.Lock()
 		if err != nil {

@@ -11,9 +11,8 @@ import (
 )
 
 // waitUntil checks cond every 50ms, printing progress every second, until
-// it holds, ctx ends or the deadline passes.
-func waitUntil(ctx context.Context, what string, deadline time.Duration, cond func() (bool, string)) error {
-	end := time.Now().Add(deadline)
+// it holds or ctx ends (an error naming ctx's cause and the last status).
+func waitUntil(ctx context.Context, what string, cond func() (bool, string)) error {
 	last := time.Now()
 	for {
 		ok, status := cond()
@@ -24,12 +23,9 @@ func waitUntil(ctx context.Context, what string, deadline time.Duration, cond fu
 			progress("%s: %s", what, status)
 			last = time.Now()
 		}
-		if time.Now().After(end) {
-			return fmt.Errorf("%s: gave up after %v (%s)", what, deadline, status)
-		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return fmt.Errorf("%s: %w (%s)", what, context.Cause(ctx), status)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -57,25 +53,36 @@ func (l *loader) hold(ctx context.Context) (map[string]any, error) {
 			return nil, err
 		}
 	}
+	names := make([]string, l.o.channels)
+	for c := range names {
+		names[c] = fmt.Sprint("hold-", c)
+	}
+	stopWarm := l.warmUp(ctx, names, curs)
+	defer stopWarm()
 	before, rssErr := rss(l.o.pids)
 	pollCtx, cancel := context.WithCancel(ctx)
 	var wrote, failed, fdFailed atomic.Int64
 	var firstErr atomic.Pointer[error] // errors of different types: not an atomic.Value
 	var wg sync.WaitGroup
+	// Opening the polls and waiting until all are held or failed is
+	// bounded by -round-deadline.
+	openCtx, openDone := l.withRoundLimit(ctx, "hold")
+	defer openDone()
 	b, err := l.newBurst(ctx)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
 	for i := range n {
-		if err := l.pace(ctx, i, b); err != nil {
+		if err := l.pace(openCtx, i, b); err != nil {
 			cancel()
 			wg.Wait()
-			return nil, err
+			res := map[string]any{"polls": n, "channels": l.o.channels, "opened": i, "held": wrote.Load() - failed.Load(), "errors": failed.Load()}
+			return res, fmt.Errorf("hold: %d of %d polls opened, %d failed: %w", i, n, failed.Load(), err)
 		}
 		wg.Go(func() {
 			c := i % l.o.channels
-			_, err := l.poll(pollCtx, l.client(), fmt.Sprint("hold-", c), curs[c], func() { wrote.Add(1) })
+			_, err := l.poll(pollCtx, l.client(), fmt.Sprint("hold-", c), curs[c], func() { wrote.Add(1) }, fmt.Sprint("hold.", i))
 			if err != nil && pollCtx.Err() == nil {
 				b.ended.Add(1)
 				failed.Add(1)
@@ -86,7 +93,7 @@ func (l *loader) hold(ctx context.Context) (map[string]any, error) {
 			}
 		})
 	}
-	err = waitUntil(ctx, "holding", 5*time.Minute, func() (bool, string) {
+	err = waitUntil(openCtx, "holding", func() (bool, string) {
 		return wrote.Load()+failed.Load() >= int64(n), fmt.Sprintf("%d of %d polls sent, %d failed", wrote.Load(), n, failed.Load())
 	})
 	opened := time.Since(b.began)
@@ -101,7 +108,7 @@ func (l *loader) hold(ctx context.Context) (map[string]any, error) {
 	}
 	if l.o.keep > 0 { // time to profile the server with the polls held
 		progress("keeping %d polls held for %v", held, l.o.keep)
-		time.Sleep(l.o.keep)
+		sleepCtx(ctx, l.o.keep)
 	}
 	cancel()
 	wg.Wait()
@@ -116,10 +123,6 @@ func (l *loader) hold(ctx context.Context) (map[string]any, error) {
 	progress("held %d polls; RSS per held poll %v bytes", held, res["rss_bytes_per_held_poll"])
 	return res, nil
 }
-
-// fanoutRoundLimit bounds a fan-out round, from its first poll to the last
-// answer.
-const fanoutRoundLimit = 10 * time.Minute
 
 // fanout holds n polls on one channel, publishes one message and times
 // until each poll has its whole answer, for several rounds.
@@ -140,22 +143,32 @@ func (l *loader) fanout(ctx context.Context) (map[string]any, error) {
 		times := make([]time.Duration, n)
 		errs := make([]error, n)
 		nexts := make([]cursor, n)
-		// A poll the server never answers fails the round instead of
-		// hanging it.
-		roundCtx, cancel := context.WithTimeout(ctx, fanoutRoundLimit)
+		// A round the server never finishes (polls neither held nor
+		// failed, or never answered) fails at -round-deadline instead of
+		// hanging.
+		what := "fanout round " + strconv.Itoa(r)
+		stopWarm := l.warmUp(ctx, []string{ch}, []cursor{cur})
+		roundCtx, cancel := l.withRoundLimit(ctx, what)
+		cancel = func(cancelRound context.CancelFunc) context.CancelFunc {
+			return func() { cancelRound(); stopWarm() }
+		}(cancel)
 		var wg sync.WaitGroup
-		b, err := l.newBurst(ctx)
+		var failed atomic.Int64
+		b, err := l.newBurst(roundCtx)
+		opened := 0
 		for i := 0; i < n && err == nil; i++ {
-			if err = l.pace(ctx, i, b); err != nil {
+			if err = l.pace(roundCtx, i, b); err != nil {
 				break
 			}
+			opened++
 			wg.Go(func() {
-				res, err := l.poll(roundCtx, l.client(), ch, cur, func() { wrote.Add(1) })
+				res, err := l.poll(roundCtx, l.client(), ch, cur, func() { wrote.Add(1) }, fmt.Sprintf("fanout.%d.%d", r, i))
 				if err != nil {
 					b.ended.Add(1)
+					failed.Add(1)
 				}
-				if err != nil && roundCtx.Err() != nil && ctx.Err() == nil {
-					err = fmt.Errorf("poll not answered within %v of the round's start", fanoutRoundLimit)
+				if err != nil && roundCtx.Err() != nil {
+					err = fmt.Errorf("not answered: %w", context.Cause(roundCtx))
 				}
 				times[i] = time.Duration(res.got.UnixNano() - published.Load())
 				nexts[i], errs[i] = res.next, err
@@ -165,31 +178,39 @@ func (l *loader) fanout(ctx context.Context) (map[string]any, error) {
 			})
 		}
 		if err == nil {
-			err = waitUntil(ctx, "fanout round "+strconv.Itoa(r), 5*time.Minute, func() (bool, string) {
-				return wrote.Load() >= int64(n), fmt.Sprintf("%d of %d polls sent", wrote.Load(), n)
+			err = waitUntil(roundCtx, what, func() (bool, string) {
+				return wrote.Load() >= int64(n), fmt.Sprintf("%d of %d polls sent, %d failed", wrote.Load(), n, failed.Load())
 			})
+		}
+		// A round that failed is reported with the rounds before it and
+		// its count of failed polls.
+		partial := func() map[string]any {
+			return map[string]any{"polls": n, "rounds": rounds, "failed_round": r, "opened": opened, "errors": failed.Load()}
 		}
 		if err != nil {
 			cancel()
 			wg.Wait()
-			return nil, err
+			return partial(), fmt.Errorf("%s: %d of %d polls opened, %d failed: %w", what, opened, n, failed.Load(), err)
 		}
-		time.Sleep(time.Second) // the last polls reach the server's wait list
+		sleepCtx(roundCtx, time.Second) // the last polls reach the server's wait list
 		published.Store(time.Now().UnixNano())
-		pubErr := l.publish(ctx, ch, fmt.Sprint("round ", r))
+		pubErr := l.publish(roundCtx, ch, fmt.Sprint("round ", r))
 		if pubErr != nil {
 			cancel()
 		}
 		wg.Wait()
 		cancel()
 		if pubErr != nil {
-			return nil, pubErr
+			if roundCtx.Err() != nil {
+				pubErr = fmt.Errorf("%s: publish: %w", what, context.Cause(roundCtx))
+			}
+			return partial(), pubErr
 		}
 		var first error
-		failed := 0
+		bad := 0
 		for _, e := range errs {
 			if e != nil {
-				failed++
+				bad++
 				if first == nil {
 					first = e
 				}
@@ -197,9 +218,11 @@ func (l *loader) fanout(ctx context.Context) (map[string]any, error) {
 		}
 		switch {
 		case first != nil && isFDLimit(first):
-			return nil, fdLimitError(n)
+			return partial(), fdLimitError(n)
 		case first != nil:
-			return nil, fmt.Errorf("%d of %d polls failed, the first: %v", failed, n, first)
+			res := partial()
+			res["errors"] = bad
+			return res, fmt.Errorf("%s: %d of %d polls failed, the first: %v", what, bad, n, first)
 		}
 		cur = nexts[0]
 		p := percentiles(times)
@@ -268,7 +291,7 @@ func (l *loader) throughput(ctx context.Context) (map[string]any, error) {
 					pollCtx = drainCtx
 				default:
 				}
-				res, err := l.poll(pollCtx, l.client(), ch, cur, nil)
+				res, err := l.poll(pollCtx, l.client(), ch, cur, nil, "")
 				if err != nil {
 					if drainCtx.Err() != nil {
 						break
@@ -383,7 +406,7 @@ func (l *loader) latency(ctx context.Context) (map[string]any, error) {
 		defer close(got)
 		c := l.client()
 		for n := 0; n < l.o.count; {
-			res, err := l.poll(pollCtx, c, ch, cur, nil)
+			res, err := l.poll(pollCtx, c, ch, cur, nil, "")
 			if err != nil {
 				if pollCtx.Err() == nil {
 					pollErr = err
@@ -407,7 +430,7 @@ func (l *loader) latency(ctx context.Context) (map[string]any, error) {
 	for range l.o.count {
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, context.Cause(ctx)
 		case <-tick.C:
 		}
 		if err := l.publish(ctx, ch, strconv.FormatInt(time.Now().UnixNano(), 10)); err != nil {
