@@ -153,6 +153,10 @@ func (h *Poll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 		return writeError(w, http.StatusMethodNotAllowed, "method %s not allowed: poll with GET", r.Method)
 	}
 	channel, err := channelOf(r, h.Channel)
+	if he, ok := channelFailure(err); ok {
+		m.pollsRejected.WithLabelValues("channel_template").Inc()
+		return he
+	}
 	if err != nil {
 		m.pollsRejected.WithLabelValues("bad_channel").Inc()
 		return writeError(w, http.StatusBadRequest, "%v", err)

@@ -172,6 +172,26 @@ func TestBadPollsGetClearErrors(t *testing.T) {
 	}
 }
 
+// A channel template with a placeholder the request does not know (here
+// {http.auth.user.id} on a route no authentication handler guards) is the
+// route's error: 500 for polls and publishes, never one channel shared by
+// all of them.
+func TestUnknownPlaceholderInChannelIs500(t *testing.T) {
+	s := start(t, "", `longpoll /poll/* {
+		channel user-{http.auth.user.id}
+	}`, `longpoll_publish /publish/* {
+		channel user-{http.auth.user.id}
+	}`)
+	if r := s.must("GET", s.poll+"/poll/x", ""); r.status != 500 {
+		t.Errorf("poll: %d %q, want 500", r.status, r.body)
+	}
+	if r := s.must("POST", s.pub+"/publish/x", "hi"); r.status != 500 {
+		t.Errorf("publish: %d %q, want 500", r.status, r.body)
+	}
+	s.assertMetrics(`caddy_longpoll_polls_rejected_total{reason="channel_template"} 1`,
+		`caddy_longpoll_publishes_rejected_total{reason="channel_template"} 1`)
+}
+
 func TestHeadPollGetsHeadersOnly(t *testing.T) {
 	s := start(t, "", pollRoute, pubRoute)
 	start := s.info("c")["cursor"].(string)

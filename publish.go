@@ -163,6 +163,10 @@ func (h *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return h.publishItems(w, r, tokenOK)
 	}
 	channel, err := channelOf(r, h.Channel)
+	if he, ok := channelFailure(err); ok {
+		h.shared.metrics.publishesRejected.WithLabelValues("channel_template").Inc()
+		return he
+	}
 	if err != nil {
 		return h.reject(w, "bad_request", http.StatusBadRequest, "%v", err)
 	}

@@ -68,15 +68,39 @@ func withoutEncoding(c string) (string, bool) {
 // channelOf expands a channel template (placeholders such as
 // {http.request.uri.query.room}) with the request's replacer and checks the
 // result: a known placeholder with no value (a missing query parameter)
-// becomes "", so a template naming only that is refused; a placeholder
-// Caddy does not know is kept as written.
+// becomes "", so a template naming only that is refused. A placeholder the
+// request does not know (a typo, or {http.auth.user.id} on a request no
+// authentication handler saw) is a templateError: kept as written, it would
+// put every poll of the route on one channel.
 func channelOf(r *http.Request, template string) (string, error) {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	channel := repl.ReplaceKnown(template, "")
+	channel, err := repl.ReplaceOrErr(template, false, true)
+	if err != nil {
+		return "", templateError{fmt.Errorf("the route's channel template %q: %v", template, err)}
+	}
 	if err := store.ValidChannel(channel); err != nil {
 		return "", err
 	}
 	return channel, nil
+}
+
+// templateError is a channel template that cannot be expanded for a
+// request: the configuration's fault, answered 500 through Caddy (which
+// logs it), not the client's.
+type templateError struct{ err error }
+
+func (e templateError) Error() string { return e.err.Error() }
+func (e templateError) Unwrap() error { return e.err }
+
+// channelFailure is the error a handler returns when channelOf failed
+// with a templateError (ok), or ok false for a bad channel name (the
+// client's: 400).
+func channelFailure(err error) (caddyhttp.HandlerError, bool) {
+	var te templateError
+	if !errors.As(err, &te) {
+		return caddyhttp.HandlerError{}, false
+	}
+	return caddyhttp.Error(http.StatusInternalServerError, te), true
 }
 
 // cursorOf finds a poll's cursor: the query parameter param, else

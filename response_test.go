@@ -268,13 +268,19 @@ func TestChannelOfExpandsTheTemplateWithTheRequest(t *testing.T) {
 		{"/poll/chat?room=a", "chat-{http.request.uri.query.room}", "chat-a", ""},
 		{"/poll/x", "{http.request.method}:{http.request.uri.path.dir}", "GET:/poll/", ""},
 		{"/poll/chat", "{http.request.uri.query.room}", "", "channel name is empty"},
-		{"/poll/chat", "{nonsense}", "{nonsense}", ""}, // unknown placeholders are kept, as Caddy's ReplaceKnown does
+		// A placeholder the request does not know is the route's error,
+		// never a channel shared by every poll.
+		{"/poll/chat", "{nonsense}", "", "unrecognized placeholder {nonsense}"},
+		{"/poll/chat", "user-{http.auth.user.id}", "", "unrecognized placeholder {http.auth.user.id}"},
 		{"/poll/chat?room=a%01", "{http.request.uri.query.room}", "", "control bytes"},
 		{"/poll/chat?room=" + strings.Repeat("a", store.MaxChannelLen+1), "{http.request.uri.query.room}", "", "longer than"},
 	} {
 		r := httptest.NewRequest(http.MethodGet, tc.target, nil)
 		caddyhttp.NewTestReplacer(r)
 		got, err := channelOf(r, tc.template)
+		if he, ok := channelFailure(err); ok != strings.Contains(tc.err, "unrecognized") || (ok && he.StatusCode != 500) {
+			t.Errorf("%s with %s: channelFailure(%v) = %v, %v; want 500 for the template's fault only", tc.target, tc.template, err, he, ok)
+		}
 		switch {
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 			t.Errorf("%s with %s: %q, %v; want an error about %q", tc.target, tc.template, got, err, tc.err)
