@@ -25,17 +25,18 @@ import (
 // connection watcher, which notices when the client goes away. The poll is
 // an asyncAwait: the same rules as a held poll, driven by callbacks. Its
 // answer is written straight to the connection, which then goes back to
-// the server that served the poll (internal/handback) to read the client's
-// next request, as any keep-alive connection: Caddy's handlers, timeouts
-// and shutdown apply to it as before. The answer closes the connection
+// the server of its address (internal/handback) to read the client's
+// next request, as any keep-alive connection (after a reload, to the new
+// server on the same address): Caddy's handlers, timeouts and shutdown
+// apply to it as before. The answer closes the connection
 // instead ("Connection: close") when the client asked for that or is on
 // HTTP/1.0, sent more after the poll (pipelining), when the poll ends
-// because its store closed or the process exits, or when the connection
-// watcher cannot let go of the connection.
+// because its store closed or the process exits, when no server serves its
+// address any more, or when the connection watcher cannot let go of it.
 
-// handbacks gives parked polls' connections back to their servers. Its
-// goroutines (one per server with parked polls) belong to those servers:
-// each ends when its server shuts down.
+// handbacks gives parked polls' connections back to the servers of their
+// addresses. Its goroutines (one per server that parked a poll) belong to
+// those servers: each ends when its server shuts down.
 var handbacks handback.Servers
 
 // parker parks the polls of one handler: a native poll route, or a GRIP
@@ -54,6 +55,14 @@ type parker struct {
 // then the poll is held the ordinary way.
 func (p parker) servePark(w http.ResponseWriter, r *http.Request, a await, timeout time.Duration) (bool, error) {
 	sh := p.shared
+	// Every poll of the route, parked or not, tells handbacks which server
+	// serves its address now: after a reload, the new one.
+	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
+	if srv != nil {
+		if addr, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			handbacks.Note(srv, addr)
+		}
+	}
 	pk := &parkedPoll{p: p, head: r.Method == http.MethodHead}
 	x := newAsyncAwait(a, sh.parked, pk.done)
 	pk.x = x
@@ -68,8 +77,7 @@ func (p parker) servePark(w http.ResponseWriter, r *http.Request, a await, timeo
 	// The request was a GET without a body; anything the client sent
 	// after it is dropped with the connection after the answer.
 	pk.conn = conn
-	pk.srv, _ = r.Context().Value(http.ServerContextKey).(*http.Server)
-	pk.keepAlive = pk.srv != nil && r.ProtoAtLeast(1, 1) && !r.Close && brw.Reader.Buffered() == 0
+	pk.keepAlive = srv != nil && r.ProtoAtLeast(1, 1) && !r.Close && brw.Reader.Buffered() == 0
 	if !sh.parked.add(pk) { // the store is closing: answer now
 		x.abandon()
 		pk.done(verdict{outcome: notModified})
@@ -86,10 +94,9 @@ type parkedPoll struct {
 	p     parker
 	x     *asyncAwait
 	conn  net.Conn
-	srv   *http.Server // the server that served the poll
 	token connwatch.Token
 	head  bool // a HEAD poll: no body
-	// keepAlive: the connection may go back to srv after the answer.
+	// keepAlive: the connection may go back to a server after the answer.
 	keepAlive bool
 }
 
@@ -110,7 +117,7 @@ func (pk *parkedPoll) done(v verdict) {
 	// too. The watcher lets go first, so that it does not take the
 	// client's next request for its going away.
 	keep := pk.keepAlive && v.outcome != gone && (v.outcome != notModified || v.timeout) &&
-		p.shared.watch.Release(pk.token)
+		handbacks.Serving(pk.conn.LocalAddr()) && p.shared.watch.Release(pk.token)
 	if v.outcome != gone {
 		w := newBufferedResponse()
 		if err := p.respond(w, &pk.x.a, v); err != nil {
@@ -132,7 +139,7 @@ func (pk *parkedPoll) done(v verdict) {
 	p.shared.parked.remove(pk)
 	if keep {
 		pk.conn.SetDeadline(time.Time{}) // the server sets its own
-		if handbacks.Give(pk.srv, pk.conn) {
+		if handbacks.Give(pk.conn) {
 			return
 		}
 	}

@@ -192,3 +192,47 @@ func readHead(t *testing.T, conn net.Conn) string {
 		}
 	}
 }
+
+// A poll parked before a reload and answered after it keeps its
+// connection, handed to the new config's server: the client's next request
+// on it is served by the new config.
+func TestParkedPollKeepsItsConnectionAcrossReload(t *testing.T) {
+	s := start(t, "", parkSite, "longpoll_publish /publish/*")
+	checkLeaks(t, s)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.poll, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	cursor := s.info("r")["cursor"].(string)
+	fmt.Fprintf(conn, "GET /poll/r?since=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", cursor)
+	s.waitHeld("r", 1)
+	waitFor(t, "the poll parked", func() bool { return longpoll.Parked() == 1 })
+	s.reload("", parkSite+"\n\trespond /hello \"new config\"", "longpoll_publish /publish/*")
+	// Any poll the new server takes tells which server serves the address.
+	s.publish("other", "text/plain", "x")
+	if r := s.must("GET", s.poll+"/poll/other?since="+cursor, ""); r.status != 200 {
+		t.Fatalf("a poll with a message waiting, on the new config: %d", r.status)
+	}
+	s.publish("r", "text/plain", "after reload")
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Close || !strings.Contains(string(body), "after reload") {
+		t.Fatalf("the parked poll after the reload: %d close=%v %q", res.StatusCode, res.Close, body)
+	}
+	fmt.Fprintf(conn, "GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+	res, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if string(body) != "new config" {
+		t.Fatalf("the next request on the kept connection: %d %q, want the new config's answer", res.StatusCode, body)
+	}
+}

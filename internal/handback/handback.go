@@ -1,11 +1,13 @@
 // Package handback gives connections taken over from an *http.Server
-// (hijacked) back to it, so that it reads their next request as on any
-// keep-alive connection: its handlers, timeouts, connection hooks and
+// (hijacked) back to an *http.Server, so that it reads their next request as
+// on any keep-alive connection: its handlers, timeouts, connection hooks and
 // shutdown apply as before.
 //
-// Each server gets a listener of this package's own, which the server
-// Serves (http.Server.Serve takes any number of listeners); its Accept
-// returns the connections handed back. The server owns that Serve
+// The server is the newest one seen serving the connection's local address
+// (Note): after a config reload, a connection taken over by the old server
+// goes to the new one. Each server gets a listener of this package's own,
+// which it Serves (http.Server.Serve takes any number of listeners); its
+// Accept returns the connections handed back. The server owns that Serve
 // goroutine as it owns its other listeners': Shutdown and Close close the
 // listener, and the goroutine returns.
 package handback
@@ -16,49 +18,73 @@ import (
 	"sync"
 )
 
-// Servers hands connections back to their servers. The zero value is
-// ready to use.
+// Servers hands connections back to servers. The zero value is ready to
+// use.
 type Servers struct {
-	mu        sync.Mutex
-	listeners map[*http.Server]*listener
+	mu     sync.Mutex
+	byAddr map[string]*entry // local address → the newest server there
 }
 
-// Give hands conn, taken over from srv, back to it to serve its next
-// request. It reports false, with conn untouched, when srv no longer
-// serves (it is shutting down): the caller closes conn. After true the
-// caller must not use conn again.
-func (s *Servers) Give(srv *http.Server, conn net.Conn) bool {
-	s.mu.Lock()
-	l := s.listeners[srv]
-	if l == nil {
-		if s.listeners == nil {
-			s.listeners = map[*http.Server]*listener{}
-		}
-		l = newListener(conn.LocalAddr())
-		s.listeners[srv] = l
-		go s.serve(srv, l)
-	}
-	s.mu.Unlock()
-	return l.give(conn)
+type entry struct {
+	srv *http.Server
+	l   *listener
 }
 
-// serve runs srv on l until srv closes l (or was shut down already), then
-// forgets l; connections still queued are closed.
-func (s *Servers) serve(srv *http.Server, l *listener) {
-	srv.Serve(l)
-	l.Close()
-	s.mu.Lock()
-	if s.listeners[srv] == l {
-		delete(s.listeners, srv)
-	}
-	s.mu.Unlock()
-}
-
-// Serving is how many servers have a listener of s now (for tests).
-func (s *Servers) Serving() int {
+// Note records that srv serves the local address addr (it took a
+// connection there): connections of that address go back to srv from now
+// on. Cheap when srv is already the one recorded.
+func (s *Servers) Note(srv *http.Server, addr net.Addr) {
+	key := addr.String()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.listeners)
+	if e := s.byAddr[key]; e != nil && e.srv == srv {
+		return
+	}
+	if s.byAddr == nil {
+		s.byAddr = map[string]*entry{}
+	}
+	e := &entry{srv: srv, l: newListener(addr)}
+	s.byAddr[key] = e
+	go s.serve(key, e)
+}
+
+// Serving reports whether a server is recorded for addr: Give would take a
+// connection of that address.
+func (s *Servers) Serving(addr net.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byAddr[addr.String()] != nil
+}
+
+// Give hands conn back to the newest server of its local address to serve
+// its next request. It reports false, with conn untouched, when there is
+// none (it shut down): the caller closes conn. After true the caller must
+// not use conn again.
+func (s *Servers) Give(conn net.Conn) bool {
+	s.mu.Lock()
+	e := s.byAddr[conn.LocalAddr().String()]
+	s.mu.Unlock()
+	return e != nil && e.l.give(conn)
+}
+
+// serve runs e's server on its listener until the server closes it (or
+// was shut down already), then forgets e; connections still queued are
+// closed.
+func (s *Servers) serve(key string, e *entry) {
+	e.srv.Serve(e.l)
+	e.l.Close()
+	s.mu.Lock()
+	if s.byAddr[key] == e {
+		delete(s.byAddr, key)
+	}
+	s.mu.Unlock()
+}
+
+// Count is how many addresses have a server recorded (for tests).
+func (s *Servers) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byAddr)
 }
 
 // listener is a net.Listener whose Accept returns the connections given
@@ -137,8 +163,7 @@ func (l *listener) Close() error {
 	return nil
 }
 
-// Addr implements net.Listener: the address of the first connection
-// given, the server's own.
+// Addr implements net.Listener: the local address the server serves.
 func (l *listener) Addr() net.Addr { return l.addr }
 
 var _ net.Listener = (*listener)(nil)
