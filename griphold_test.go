@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -163,10 +162,7 @@ func gripHoldAnsweredByPublish(t *testing.T, park string) {
 	}
 	if park != "" {
 		// Parked, it was: asked to, its answer closes the connection.
-		conn, err := net.Dial("tcp", strings.TrimPrefix(s.poll, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		conn := s.dial()
 		defer conn.Close()
 		fmt.Fprintf(conn, "GET /api/hold?ch=g1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
 		s.waitHeld("g1", 1)

@@ -65,19 +65,13 @@ func TestParkedPollClientGoneAndStoreClosed(t *testing.T) {
 	s := start(t, "", parkSite, "longpoll_publish /publish/*")
 	checkLeaks(t, s)
 
-	conn, err := net.Dial("tcp", strings.TrimPrefix(s.poll, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := s.dial()
 	conn.Write([]byte("GET /poll/gone HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
 	s.waitHeld("gone", 1)
 	conn.Close()
 	s.waitHeld("gone", 0)
 
-	conn, err = net.Dial("tcp", strings.TrimPrefix(s.poll, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn = s.dial()
 	defer conn.Close()
 	conn.Write([]byte("GET /poll/kept HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
 	s.waitHeld("kept", 1)
@@ -101,10 +95,7 @@ func TestParkedPollKeepsItsConnection(t *testing.T) {
 	t.Run("http", func(t *testing.T) {
 		s := start(t, "", parkSite, "longpoll_publish /publish/*")
 		checkLeaks(t, s)
-		conn, err := net.Dial("tcp", strings.TrimPrefix(s.poll, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		conn := s.dial()
 		pollsOnOneConnection(t, s, conn)
 	})
 	t.Run("https", func(t *testing.T) {
@@ -176,6 +167,16 @@ func pollsOnOneConnection(t *testing.T, s *server, conn net.Conn) {
 	}
 }
 
+// dial opens a raw connection to the poll site.
+func (s *server) dial() net.Conn {
+	s.t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.poll, "http://"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return conn
+}
+
 // readHead reads a response's status line and headers from a raw connection.
 func readHead(t *testing.T, conn net.Conn) string {
 	t.Helper()
@@ -199,10 +200,7 @@ func readHead(t *testing.T, conn net.Conn) string {
 func TestParkedPollKeepsItsConnectionAcrossReload(t *testing.T) {
 	s := start(t, "", parkSite, "longpoll_publish /publish/*")
 	checkLeaks(t, s)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(s.poll, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := s.dial()
 	defer conn.Close()
 	br := bufio.NewReader(conn)
 	cursor := s.info("r")["cursor"].(string)
