@@ -8,6 +8,11 @@
 //	lpload latency    -count 1000 -every 10ms
 //	lpload grip-origin -listen 127.0.0.1:9190   # the GRIP origin behind Pushpin
 //	lpload fanout -profile pushpin -origin http://127.0.0.1:9190/stats -window 50
+//	lpload hold -poll 'https://127.0.0.1:8443/poll/{ch}' -insecure -proto h2 -n 10000
+//
+// Over https (-insecure: the certificate is not checked), each poller has
+// a connection of its own, as a browser per user has, over HTTP/2 or
+// HTTP/1.1 (-proto); over http the pollers share the clients' connections.
 //
 // No scenario waits forever: -round-deadline bounds opening a hold's polls
 // and each fan-out round (opened, held, answered), -deadline the whole run;
@@ -20,6 +25,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -61,6 +67,8 @@ type options struct {
 	deadline      time.Duration
 	roundDeadline time.Duration
 	warm          time.Duration
+	insecure      bool   // https: do not check the server's certificate
+	proto         string // https polls: h2 or h1 (HTTP/1.1)
 }
 
 func main() {
@@ -96,11 +104,19 @@ func main() {
 	fs.DurationVar(&o.roundDeadline, "round-deadline", 2*time.Minute, "give up (a failure) when a hold's polls are not all held, or a fan-out round's not all answered, this long after the first was opened (plus n/rate under -rate); 0: no bound")
 	fs.DurationVar(&o.warm, "warm", 0, "hold one poll on each channel this long before a hold's or fan-out round's polls are opened, and until they end (Pushpin re-asks the origin for every poll held on a channel in the second after its first hold there: docs/grip.md); 0: none")
 	fs.DurationVar(&o.keep, "keep", 0, "keep the polls held this long after measuring, to profile the server (hold)")
+	fs.BoolVar(&o.insecure, "insecure", false, "do not check the server's TLS certificate (self-signed or internal); needed for an https -poll URL")
+	fs.StringVar(&o.proto, "proto", "h2", "with an https -poll URL: h2 (HTTP/2, ALPN h2) or h1 (HTTP/1.1 over TLS); each poller has a connection of its own")
 	fs.Parse(os.Args[2:])
 
 	prof, ok := profiles[o.profile]
 	if !ok {
 		fail(fmt.Errorf("unknown profile %q", o.profile))
+	}
+	if strings.HasPrefix(o.pollURL, "https://") && !o.insecure {
+		fail(errors.New("an https -poll URL needs -insecure: lpload does not check certificates (self-signed, tls internal)"))
+	}
+	if o.proto != "h2" && o.proto != "h1" {
+		fail(fmt.Errorf("-proto %q: h2 or h1", o.proto))
 	}
 	if o.window > 0 && o.origin == "" {
 		fail(errors.New("-window needs -origin: it counts the polls that have reached the origin"))
@@ -203,28 +219,66 @@ func progress(format string, args ...any) {
 type loader struct {
 	o       options
 	prof    profile
-	clients []*http.Client // one per source address
+	dialers []*net.Dialer  // one per source address
+	clients []*http.Client // one per source address (http polls)
 	next    atomic.Uint64
 	pub     *http.Client
+	tls     bool // https polls: each poller has its own client (own)
+	mu      sync.Mutex
+	own     map[int]*http.Client
 }
 
 func newLoader(o options, prof profile) *loader {
-	l := &loader{o: o, prof: prof}
+	l := &loader{o: o, prof: prof, tls: strings.HasPrefix(o.pollURL, "https://"), own: map[int]*http.Client{}}
 	for _, src := range strings.Split(o.sources, ",") {
 		d := &net.Dialer{Timeout: 10 * time.Second}
 		if ip := net.ParseIP(strings.TrimSpace(src)); ip != nil && !ip.Equal(net.IPv4(127, 0, 0, 1)) {
 			d.LocalAddr = &net.TCPAddr{IP: ip}
 		}
+		l.dialers = append(l.dialers, d)
 		l.clients = append(l.clients, &http.Client{Transport: &http.Transport{
 			DialContext: d.DialContext, MaxIdleConnsPerHost: 100000, DisableCompression: true,
 		}})
 	}
-	l.pub = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1000, DisableCompression: true}}
+	pub := &http.Transport{MaxIdleConnsPerHost: 1000, DisableCompression: true}
+	if o.insecure {
+		pub.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	l.pub = &http.Client{Transport: pub}
 	return l
 }
 
 func (l *loader) client() *http.Client {
 	return l.clients[l.next.Add(1)%uint64(len(l.clients))]
+}
+
+// pollClient is the client poller i polls with. Over http, the shared
+// clients in turn (client). Over https, poller i's own client, made on
+// first use and kept across its polls and fan-out rounds: one connection
+// per poller, HTTP/2 or HTTP/1.1 as -proto says, the way each user's
+// browser has its own.
+func (l *loader) pollClient(i int) *http.Client {
+	if !l.tls {
+		return l.client()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c, ok := l.own[i]
+	if !ok {
+		var p http.Protocols
+		if l.o.proto == "h2" {
+			p.SetHTTP2(true) // ALPN h2 only: a server without HTTP/2 fails the poll
+		} else {
+			p.SetHTTP1(true)
+		}
+		c = &http.Client{Transport: &http.Transport{
+			DialContext:     l.dialers[l.next.Add(1)%uint64(len(l.dialers))].DialContext,
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+			Protocols:       &p, MaxIdleConnsPerHost: 1, DisableCompression: true,
+		}}
+		l.own[i] = c
+	}
+	return c
 }
 
 // burst is a batch of polls opened together (hold, a fan-out round), paced
@@ -288,7 +342,7 @@ func (l *loader) warmUp(ctx context.Context, chans []string, curs []cursor) (sto
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for i, ch := range chans {
-		wg.Go(func() { l.poll(ctx, l.client(), ch, curs[i], nil, "warm."+ch) })
+		wg.Go(func() { l.poll(ctx, l.pollClient(-1-i), ch, curs[i], nil, "warm."+ch) })
 	}
 	sleepCtx(ctx, l.o.warm)
 	return func() { cancel(); wg.Wait() }

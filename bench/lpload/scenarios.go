@@ -82,7 +82,7 @@ func (l *loader) hold(ctx context.Context) (map[string]any, error) {
 		}
 		wg.Go(func() {
 			c := i % l.o.channels
-			_, err := l.poll(pollCtx, l.client(), fmt.Sprint("hold-", c), curs[c], func() { wrote.Add(1) }, fmt.Sprint("hold.", i))
+			_, err := l.poll(pollCtx, l.pollClient(i), fmt.Sprint("hold-", c), curs[c], func() { wrote.Add(1) }, fmt.Sprint("hold.", i))
 			if err != nil && pollCtx.Err() == nil {
 				b.ended.Add(1)
 				failed.Add(1)
@@ -162,7 +162,7 @@ func (l *loader) fanout(ctx context.Context) (map[string]any, error) {
 			}
 			opened++
 			wg.Go(func() {
-				res, err := l.poll(roundCtx, l.client(), ch, cur, func() { wrote.Add(1) }, fmt.Sprintf("fanout.%d.%d", r, i))
+				res, err := l.poll(roundCtx, l.pollClient(i), ch, cur, func() { wrote.Add(1) }, fmt.Sprintf("fanout.%d.%d", r, i))
 				if err != nil {
 					b.ended.Add(1)
 					failed.Add(1)
@@ -291,7 +291,7 @@ func (l *loader) throughput(ctx context.Context) (map[string]any, error) {
 					pollCtx = drainCtx
 				default:
 				}
-				res, err := l.poll(pollCtx, l.client(), ch, cur, nil, "")
+				res, err := l.poll(pollCtx, l.pollClient(s), ch, cur, nil, "")
 				if err != nil {
 					if drainCtx.Err() != nil {
 						break
@@ -404,7 +404,7 @@ func (l *loader) latency(ctx context.Context) (map[string]any, error) {
 	var pollErr error
 	go func() {
 		defer close(got)
-		c := l.client()
+		c := l.pollClient(0)
 		for n := 0; n < l.o.count; {
 			res, err := l.poll(pollCtx, c, ch, cur, nil, "")
 			if err != nil {
