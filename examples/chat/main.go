@@ -16,17 +16,11 @@ import (
 	"context"
 	"crypto/rand"
 	_ "embed"
-	"errors"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
-
-	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-longpoll/longpoll/examples/internal/caddyrun"
 )
@@ -60,13 +54,9 @@ func main() {
 }
 
 // run starts the app and Caddy, calls ready with the URL to open, and stops
-// both when ctx is done.
+// both when ctx is done. Stopping Caddy answers the held polls (304), so
+// browsers re-poll into whatever runs next.
 func run(ctx context.Context, o options, ready func(url string)) error {
-	// The app first: Caddy proxies to it.
-	ln, err := net.Listen("tcp", o.App)
-	if err != nil {
-		return fmt.Errorf("app: %v (another -app address?)", err)
-	}
 	// The grants' key, for the app and for Caddy's auth jwt.
 	secret := os.Getenv("LONGPOLL_JWT_SECRET")
 	if secret == "" {
@@ -74,45 +64,9 @@ func run(ctx context.Context, o options, ready func(url string)) error {
 		os.Setenv("LONGPOLL_JWT_SECRET", secret)
 	}
 	a := newApp("http://"+o.Publish, []byte(secret))
-	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	defer func() {
-		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(shut)
-		if served != nil {
-			<-served
-		}
-	}()
-
-	// Caddy, from the Caddyfile with the addresses filled in.
-	host, port, err := net.SplitHostPort(o.Addr)
-	if err != nil {
-		return fmt.Errorf("-addr %q: %v", o.Addr, err)
-	}
-	if host == "" {
-		host = "0.0.0.0" // ":8080": every interface
-	}
-	if err := caddyrun.Load("chat", "examples/chat/Caddyfile", caddyfile, map[string]string{"CHAT_HOST": host, "CHAT_PORT": port, "CHAT_APP": o.App, "CHAT_PUBLISH": o.Publish}); err != nil {
-		return err
-	}
-	// Stopping Caddy answers the held polls (304), so browsers re-poll
-	// into whatever runs next.
-	defer caddy.Stop()
-
-	if host == "0.0.0.0" || host == "::" {
-		host = "localhost"
-	}
-	ready("http://" + net.JoinHostPort(host, port) + "/")
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-served:
-		served = nil // the app has stopped: nothing to wait for
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return fmt.Errorf("app: %v", err)
-	}
+	return caddyrun.Run(ctx, caddyrun.Example{Name: "chat", Filename: "examples/chat/Caddyfile", Caddyfile: caddyfile,
+		Addr: o.Addr, App: o.App, Handler: a.handler(),
+		Env: func(host, port string) map[string]string {
+			return map[string]string{"CHAT_HOST": host, "CHAT_PORT": port, "CHAT_APP": o.App, "CHAT_PUBLISH": o.Publish}
+		}}, ready)
 }

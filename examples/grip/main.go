@@ -17,17 +17,11 @@ import (
 	"context"
 	"crypto/rand"
 	_ "embed"
-	"errors"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
-
-	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-longpoll/longpoll/examples/internal/caddyrun"
 )
@@ -68,52 +62,12 @@ func main() {
 }
 
 // run starts a and Caddy, calls ready with Caddy's URL, and stops both when
-// ctx is done.
+// ctx is done. Stopping Caddy answers held requests with the app's own
+// answer (as at their timeout), so clients poll again.
 func run(ctx context.Context, o options, a *app, ready func(url string)) error {
-	// The app first: Caddy proxies to it.
-	ln, err := net.Listen("tcp", o.App)
-	if err != nil {
-		return fmt.Errorf("app: %v (another -app address?)", err)
-	}
-	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	defer func() {
-		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(shut)
-		if served != nil {
-			<-served
-		}
-	}()
-
-	// Caddy, from the Caddyfile with the addresses and the key filled in.
-	host, port, err := net.SplitHostPort(o.Addr)
-	if err != nil {
-		return fmt.Errorf("-addr %q: %v", o.Addr, err)
-	}
-	if host == "" {
-		host = "0.0.0.0" // ":8080": every interface
-	}
-	if err := caddyrun.Load("grip", "examples/grip/Caddyfile", caddyfile, map[string]string{"GRIP_HOST": host, "GRIP_PORT": port, "GRIP_APP": o.App, "GRIP_PUBLISH": o.Publish, "GRIP_KEY": string(a.key)}); err != nil {
-		return err
-	}
-	// Stopping Caddy answers held requests with the app's own answer
-	// (as at their timeout), so clients poll again.
-	defer caddy.Stop()
-
-	if host == "0.0.0.0" || host == "::" {
-		host = "localhost"
-	}
-	ready("http://" + net.JoinHostPort(host, port) + "/")
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-served:
-		served = nil // the app has stopped: nothing to wait for
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return fmt.Errorf("app: %v", err)
-	}
+	return caddyrun.Run(ctx, caddyrun.Example{Name: "grip", Filename: "examples/grip/Caddyfile", Caddyfile: caddyfile,
+		Addr: o.Addr, App: o.App, Handler: a.handler(),
+		Env: func(host, port string) map[string]string {
+			return map[string]string{"GRIP_HOST": host, "GRIP_PORT": port, "GRIP_APP": o.App, "GRIP_PUBLISH": o.Publish, "GRIP_KEY": string(a.key)}
+		}}, ready)
 }
