@@ -3,6 +3,7 @@ package longpoll_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -121,16 +122,23 @@ func (a *gripApp) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// publishItem publishes one item in Pushpin's format.
-func (s *server) publishItem(channel, id, format string) {
+// publishItem publishes one item in Pushpin's format: its id and prev-id
+// (each left out when ""), and its http-response format, a JSON object.
+func (s *server) publishItem(channel, id, prev, format string) {
 	s.t.Helper()
-	idField := ""
+	item := map[string]any{"channel": channel, "formats": map[string]json.RawMessage{"http-response": json.RawMessage(format)}}
 	if id != "" {
-		idField = fmt.Sprintf(`"id":%q,`, id)
+		item["id"] = id
 	}
-	body := fmt.Sprintf(`{"items":[{"channel":%q,%s"formats":{"http-response":%s}}]}`, channel, idField, format)
-	if r := s.must("POST", s.pub+"/publish/", body, "Content-Type", "application/json"); r.status != 200 {
-		s.t.Fatalf("publish to %s: %d %s", channel, r.status, r.body)
+	if prev != "" {
+		item["prev-id"] = prev
+	}
+	body, err := json.Marshal(map[string]any{"items": []any{item}})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if r := s.must("POST", s.pub+"/publish/", string(body), "Content-Type", "application/json"); r.status != 200 || r.body != "Published\n" {
+		s.t.Fatalf("publish of %q to %s: %d %s", id, channel, r.status, r.body)
 	}
 }
 
@@ -149,7 +157,7 @@ func gripHoldAnsweredByPublish(t *testing.T, park string) {
 	held := s.pollAsync(context.Background(), s.poll+"/api/hold?ch=g1", "Grip-Sig", "forged-by-the-client")
 	native := s.pollAsync(context.Background(), s.poll+"/poll/g1")
 	s.waitHeld("g1", 2)
-	s.publishItem("g1", "1", `{"code":201,"headers":{"X-Pub":"1"},"body":"hello"}`)
+	s.publishItem("g1", "1", "", `{"code":201,"headers":{"X-Pub":"1"},"body":"hello"}`)
 	r := <-held
 	if r.status != 201 || r.body != "hello" || r.header.Get("X-Pub") != "1" || r.header.Get("X-App") != "held" ||
 		r.header.Get("Content-Type") != "application/json" {
@@ -166,7 +174,7 @@ func gripHoldAnsweredByPublish(t *testing.T, park string) {
 		defer conn.Close()
 		fmt.Fprintf(conn, "GET /api/hold?ch=g1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
 		s.waitHeld("g1", 1)
-		s.publishItem("g1", "2", `{"body":"raw"}`)
+		s.publishItem("g1", "2", "", `{"body":"raw"}`)
 		all, err := io.ReadAll(conn) // to EOF: the connection closes
 		if err != nil || !strings.Contains(string(all), "\r\nConnection: close\r\n") || !strings.HasSuffix(string(all), "\r\n\r\nraw") {
 			t.Errorf("a parked GRIP hold's answer: %v\n%s", err, all)
@@ -210,7 +218,7 @@ func gripHoldTimesOut(t *testing.T, park string) {
 // app's answer and the hold is missed.
 func TestGripPrevIDBehindGoesBackToTheApp(t *testing.T) {
 	app, s := startGripApp(t)
-	s.publishItem("g2", "1042", `{"body":"the one the app had not seen"}`)
+	s.publishItem("g2", "1042", "", `{"body":"the one the app had not seen"}`)
 	if r := s.must("GET", s.poll+"/api/hold?ch=g2&prev=1041", ""); r.status != 200 || r.body != "caught up from 1041" {
 		t.Errorf("behind: %d %q", r.status, r.body)
 	}
@@ -222,10 +230,7 @@ func TestGripPrevIDBehindGoesBackToTheApp(t *testing.T) {
 	}
 	held := s.pollAsync(context.Background(), s.poll+"/api/hold?ch=g2&prev=1042")
 	s.waitHeld("g2", 1)
-	next := `{"items":[{"channel":"g2","id":"1043","prev-id":"1042","formats":{"http-response":{"body":"next"}}}]}`
-	if r := s.must("POST", s.pub+"/publish/", next, "Content-Type", "application/json"); r.status != 200 {
-		t.Fatalf("publish: %d %s", r.status, r.body)
-	}
+	s.publishItem("g2", "1043", "1042", `{"body":"next"}`)
 	if r := <-held; r.status != 200 || r.body != "next" {
 		t.Errorf("up to date, then published to: %d %q", r.status, r.body)
 	}
@@ -233,10 +238,7 @@ func TestGripPrevIDBehindGoesBackToTheApp(t *testing.T) {
 	// is another) is not delivered: the app is asked again.
 	held = s.pollAsync(context.Background(), s.poll+"/api/hold?ch=g2&prev=1043")
 	s.waitHeld("g2", 1)
-	body := `{"items":[{"channel":"g2","id":"1045","prev-id":"1044","formats":{"http-response":{"body":"skips 1044"}}}]}`
-	if r := s.must("POST", s.pub+"/publish/", body, "Content-Type", "application/json"); r.status != 200 {
-		t.Fatalf("publish: %d %s", r.status, r.body)
-	}
+	s.publishItem("g2", "1045", "1044", `{"body":"skips 1044"}`)
 	if r := <-held; r.status != 200 || r.body != "caught up from 1043" {
 		t.Errorf("a message whose prev-id is not the hold's: %d %q, want the app asked again", r.status, r.body)
 	}
@@ -284,7 +286,7 @@ func TestGripHoldOnSeveralChannels(t *testing.T) {
 				s.waitHeld(ch, 1)
 			}
 			s.assertMetrics("caddy_longpoll_held_polls 1") // one poll, on 3 channels
-			s.publishItem("m2", "1", `{"body":"on m2"}`)
+			s.publishItem("m2", "1", "", `{"body":"on m2"}`)
 			if r := <-held; r.status != 200 || r.body != "on m2" {
 				t.Errorf("hold on m1, m2, m3 after a publish on m2: %d %q", r.status, r.body)
 			}
@@ -294,12 +296,10 @@ func TestGripHoldOnSeveralChannels(t *testing.T) {
 
 			// m1's last id is now 7, m2's 1: the hold says so (not
 			// behind), then m1 gets an item that does not follow 7.
-			s.publishItem("m1", "7", `{"body":"seven"}`)
+			s.publishItem("m1", "7", "", `{"body":"seven"}`)
 			held = s.pollAsync(context.Background(), s.poll+"/api/multi?chs=m1:7,m2:1")
 			s.waitHeld("m1", 1)
-			if r := s.must("POST", s.pub+"/publish/", `{"items":[{"channel":"m1","id":"9","prev-id":"8","formats":{"http-response":{"body":"nine"}}}]}`); r.status != 200 {
-				t.Fatalf("publish: %d %s", r.status, r.body)
-			}
+			s.publishItem("m1", "9", "8", `{"body":"nine"}`)
 			r := <-held
 			want := "caught up from m1; last-id=7 | m2; last-id=1"
 			if park != "" {
@@ -329,7 +329,7 @@ func TestGripHoldSurvivesReloadAndCountsInMaxHeld(t *testing.T) {
 	longpoll /poll/*
 	reverse_proxy %s`, app.srv.Listener.Addr())
 	s.reload("", site, "longpoll_publish /publish/*")
-	s.publishItem("r1", "", `{"body":"after the reload"}`)
+	s.publishItem("r1", "", "", `{"body":"after the reload"}`)
 	if r := <-held; r.status != 200 || r.body != "after the reload" {
 		t.Errorf("held across a reload: %d %q", r.status, r.body)
 	}
@@ -340,7 +340,7 @@ func TestGripHoldSurvivesReloadAndCountsInMaxHeld(t *testing.T) {
 	if r := s.must("GET", s.poll+"/api/hold?ch=r2", ""); r.status != 503 || r.header.Get("Retry-After") == "" {
 		t.Errorf("past max_held: %d %q", r.status, r.body)
 	}
-	s.publishItem("r2", "", `{"body":"to the first"}`)
+	s.publishItem("r2", "", "", `{"body":"to the first"}`)
 	if r := <-first; r.status != 200 || r.body != "to the first" {
 		t.Errorf("the held one: %d %q", r.status, r.body)
 	}

@@ -63,23 +63,6 @@ func newGripApp(t *testing.T) *gripApp {
 	return a
 }
 
-// publishChained publishes one item in Pushpin's format with an id and a
-// prev-id (none if empty), as an app that chains its items does.
-func (s *server) publishChained(channel, id, prev, format string) {
-	s.t.Helper()
-	item := map[string]any{"channel": channel, "id": id, "formats": map[string]json.RawMessage{"http-response": json.RawMessage(format)}}
-	if prev != "" {
-		item["prev-id"] = prev
-	}
-	body, err := json.Marshal(map[string]any{"items": []any{item}})
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if r := s.must("POST", s.pub+"/publish/", string(body), "Content-Type", "application/json"); r.status != 200 || r.body != "Published\n" {
-		s.t.Fatalf("publish of %s to %s: %d %s", id, channel, r.status, r.body)
-	}
-}
-
 // guard bounds a request the test waits for; it only guards against a hang.
 func guard(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -102,7 +85,7 @@ func TestGripRedisHoldAnsweredAcrossInstances(t *testing.T) {
 		// Grip-Timeout 1h: an answer is the publish's, never the timeout's.
 		held := tc.hold.pollAsync(guard(t), tc.hold.poll+"/api/hold?ch="+tc.ch+"&prev=7&timeout=3600", "Grip-Sig", "forged-by-the-client")
 		tc.hold.waitHeld(tc.ch, 1)
-		tc.by.publishChained(tc.ch, "8", "7", `{"code":201,"headers":{"X-Pub":"8"},"body":"item 8"}`)
+		tc.by.publishItem(tc.ch, "8", "7", `{"code":201,"headers":{"X-Pub":"8"},"body":"item 8"}`)
 		r := <-held
 		if r.status != 201 || r.body != "item 8" || r.header.Get("X-Pub") != "8" || r.header.Get("X-App") != "held" ||
 			r.header.Get("Content-Type") != "application/json" {
@@ -323,7 +306,7 @@ func TestGripRedisGapWhileInstanceFrozen(t *testing.T) {
 		{"no prev-id", "gn", "", false, `{"messages":[]}`, `[""]`},
 	} {
 		if tc.prev != "" {
-			b.publishChained(tc.ch, tc.prev, "", `{"body":"the app's newest"}`)
+			b.publishItem(tc.ch, tc.prev, "", `{"body":"the app's newest"}`)
 		}
 		asked := app.asked()
 		held := a.pollAsync(guard(t), a.poll+"/api/hold?ch="+tc.ch+"&prev="+tc.prev+"&timeout=3600")
@@ -333,7 +316,7 @@ func TestGripRedisGapWhileInstanceFrozen(t *testing.T) {
 				if tc.chained {
 					prev = strconv.Itoa(id - 1)
 				}
-				b.publishChained(tc.ch, strconv.Itoa(id), prev, fmt.Sprintf(`{"code":201,"body":"item %d"}`, id))
+				b.publishItem(tc.ch, strconv.Itoa(id), prev, fmt.Sprintf(`{"code":201,"body":"item %d"}`, id))
 			}
 		})
 		if r.status != 200 || r.body != tc.want || (tc.prev == "" && r.header.Get("X-App") != "held") {
