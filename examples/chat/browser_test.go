@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"image/png"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"go.uber.org/goleak"
+
+	"github.com/caddy-longpoll/longpoll/examples/internal/freeport"
 )
 
 // chromium finds the browser; without it the test is skipped, except in CI.
@@ -36,22 +37,9 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-func freePorts(t *testing.T, n int) []string {
-	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs
-}
-
 // startChat runs the demo as `go run ./examples/chat` does, on free ports.
 func startChat(t *testing.T) options {
-	addrs := freePorts(t, 3)
+	addrs := freeport.Addrs(t, 3)
 	o := options{Addr: addrs[0], App: addrs[1], Publish: addrs[2]}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,6 +16,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/caddy-longpoll/longpoll/grip"
+
+	"github.com/caddy-longpoll/longpoll/examples/internal/freeport"
 )
 
 func TestMain(m *testing.M) {
@@ -36,23 +37,10 @@ type example struct {
 	client *http.Client
 }
 
-func freePorts(t *testing.T, n int) []string {
-	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs
-}
-
 // startExample runs the example as `go run ./examples/grip` does, on free
 // ports; hold, if set, is the app's beforeHold.
 func startExample(t *testing.T, hold func()) *example {
-	addrs := freePorts(t, 3)
+	addrs := freeport.Addrs(t, 3)
 	o := options{Addr: addrs[0], App: addrs[1], Publish: addrs[2]}
 	a := newApp("http://"+o.Publish+"/publish/", []byte(rand.Text()))
 	// The shortest hold Pushpin allows: a hold that should have been
