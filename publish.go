@@ -1,6 +1,7 @@
 package longpoll
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -201,12 +202,9 @@ func (h *Publish) publish(w http.ResponseWriter, r *http.Request, channel string
 	if r.ContentLength > h.MaxSize {
 		return h.reject(w, "too_large", http.StatusRequestEntityTooLarge, "message larger than max_size (%s)", humanize.IBytes(uint64(h.MaxSize)))
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxSize))
-	if err != nil {
-		if errors.As(err, new(*http.MaxBytesError)) {
-			return h.reject(w, "too_large", http.StatusRequestEntityTooLarge, "message larger than max_size (%s)", humanize.IBytes(uint64(h.MaxSize)))
-		}
-		return h.reject(w, "bad_request", http.StatusBadRequest, "reading body: %v", err)
+	body, answered, err := h.readBody(w, r, "message")
+	if answered {
+		return err
 	}
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
@@ -216,23 +214,46 @@ func (h *Publish) publish(w http.ResponseWriter, r *http.Request, channel string
 		return h.reject(w, "bad_request", http.StatusBadRequest, "body is not valid JSON but Content-Type is %s", ct)
 	}
 
-	m := h.shared.metrics
-	msg, dup, err := h.shared.store.Append(r.Context(), channel, store.Message{Type: ct, Data: body}, key)
+	msg, dup, woken, err := h.deliver(r.Context(), channel, store.Message{Type: ct, Data: body}, key)
 	if err != nil {
-		return h.storeFailed(w, fmt.Errorf("publishing to %q: %w", channel, err))
+		return h.storeFailed(w, err)
 	}
-	woken := 0
 	if dup {
 		w.Header().Set("Idempotent-Replayed", "true")
-	} else {
-		woken = h.shared.poller.Wake(channel)
-		m.published.Inc()
 	}
-	h.logger.Debug("published", zap.String("channel", channel), zap.String("id", msg.ID),
-		zap.Int("size", len(body)), zap.Int("woken", woken), zap.Bool("duplicate", dup))
 	return writeJSON(w, http.StatusOK, map[string]any{
 		"id": msg.ID, "channel": msg.Channel, "time": msg.Time.UTC().Format(time.RFC3339Nano), "subscribers": woken,
 	})
+}
+
+// readBody reads r's body, at most MaxSize bytes (what names it in the
+// refusal). answered is true when it refused the request (413, 400): then
+// err is what the handler returns.
+func (h *Publish) readBody(w http.ResponseWriter, r *http.Request, what string) (body []byte, answered bool, err error) {
+	body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxSize))
+	switch {
+	case err == nil:
+		return body, false, nil
+	case errors.As(err, new(*http.MaxBytesError)):
+		return nil, true, h.reject(w, "too_large", http.StatusRequestEntityTooLarge, "%s larger than max_size (%s)", what, humanize.IBytes(uint64(h.MaxSize)))
+	}
+	return nil, true, h.reject(w, "bad_request", http.StatusBadRequest, "reading body: %v", err)
+}
+
+// deliver stores msg on channel and, unless it is a duplicate (the same
+// idempotencyKey), wakes the polls held there: how many it woke.
+func (h *Publish) deliver(ctx context.Context, channel string, msg store.Message, idempotencyKey string) (stored store.Message, dup bool, woken int, err error) {
+	stored, dup, err = h.shared.store.Append(ctx, channel, msg, idempotencyKey)
+	if err != nil {
+		return stored, false, 0, fmt.Errorf("publishing to %q: %w", channel, err)
+	}
+	if !dup {
+		woken = h.shared.poller.Wake(channel)
+		h.shared.metrics.published.Inc()
+	}
+	h.logger.Debug("published", zap.String("channel", channel), zap.String("id", stored.ID), zap.String("pub_id", msg.PubID),
+		zap.Int("size", len(msg.Data)), zap.Int("woken", woken), zap.Bool("duplicate", dup))
+	return stored, dup, woken, nil
 }
 
 // isRoot reports whether r names no channel: the endpoint's root, where
@@ -256,12 +277,9 @@ func (h *Publish) publishItems(w http.ResponseWriter, r *http.Request, tokenOK b
 	if !ok {
 		return h.reject(w, "bad_request", http.StatusNotAcceptable, "%s", strings.TrimSpace(grip.NotAcceptableBody))
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxSize))
-	if err != nil {
-		if errors.As(err, new(*http.MaxBytesError)) {
-			return h.reject(w, "too_large", http.StatusRequestEntityTooLarge, "publish larger than max_size (%s)", humanize.IBytes(uint64(h.MaxSize)))
-		}
-		return h.reject(w, "bad_request", http.StatusBadRequest, "reading body: %v", err)
+	body, answered, err := h.readBody(w, r, "publish")
+	if answered {
+		return err
 	}
 	items, err := grip.ParsePublish(body)
 	if err != nil {
@@ -290,14 +308,9 @@ func (h *Publish) publishItems(w http.ResponseWriter, r *http.Request, tokenOK b
 		if msg.Type == "" {
 			msg.Type = "application/octet-stream"
 		}
-		stored, _, err := h.shared.store.Append(r.Context(), it.Channel, msg, "")
-		if err != nil {
-			return h.storeFailed(w, fmt.Errorf("publishing to %q: %w", it.Channel, err))
+		if _, _, _, err := h.deliver(r.Context(), it.Channel, msg, ""); err != nil {
+			return h.storeFailed(w, err)
 		}
-		woken := h.shared.poller.Wake(it.Channel)
-		h.shared.metrics.published.Inc()
-		h.logger.Debug("published", zap.String("channel", it.Channel), zap.String("id", stored.ID),
-			zap.String("grip_id", it.ID), zap.Int("size", len(f.Body)), zap.Int("woken", woken))
 	}
 	answer := grip.PublishedBody(answerType)
 	hdr := w.Header()
