@@ -148,7 +148,7 @@ func (h *Grip) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("GRIP: the app asked to hold on %d channels; longpoll_grip holds on at most %d (Pushpin drops the rest)", len(chans), grip.MaxChannelsPerHold))
 		}
 		a := await{poller: h.shared.poller, store: h.shared.store, subs: make([]sub, len(chans))}
-		behind := ""
+		behind := false
 		for i, ch := range chans {
 			if err := store.ValidChannel(ch.Name); err != nil {
 				return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("GRIP: Grip-Channel: %v", err))
@@ -158,8 +158,8 @@ func (h *Grip) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 				return storeFailure(w.Header(), fmt.Errorf("holding on %q: %w", ch.Name, err))
 			}
 			a.subs[i] = sub{channel: ch.Name, cursor: info.Cursor}
-			if ch.PrevID != "" && info.LastPubID != "" && info.LastPubID != ch.PrevID && behind == "" {
-				behind = ch.Name
+			if ch.PrevID != "" && info.LastPubID != "" && info.LastPubID != ch.PrevID {
+				behind = true
 				h.logger.Debug("GRIP hold behind the channel: asking the app again",
 					zap.String("channel", ch.Name), zap.String("prev_id", ch.PrevID), zap.String("last_id", info.LastPubID))
 			}
@@ -169,7 +169,7 @@ func (h *Grip) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		// Once only, as Pushpin forgets the last id then: the app may have
 		// saved an item it has not published yet; the check on delivery
 		// (stale) keeps that hold right.
-		if behind != "" && try == 0 && bodiless(r) {
+		if behind && try == 0 && bodiless(r) {
 			setGripLast(r, chans)
 			continue
 		}

@@ -21,7 +21,7 @@ import (
 // Servers hands connections back to servers. The zero value is ready to
 // use.
 type Servers struct {
-	mu     sync.Mutex
+	mu     sync.RWMutex      // read on every poll and answer, written when servers change
 	byAddr map[string]*entry // local address → the newest server there
 }
 
@@ -35,15 +35,21 @@ type entry struct {
 // on. Cheap when srv is already the one recorded.
 func (s *Servers) Note(srv *http.Server, addr net.Addr) {
 	key := addr.String()
+	s.mu.RLock()
+	e := s.byAddr[key]
+	s.mu.RUnlock()
+	if e != nil && e.srv == srv {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e := s.byAddr[key]; e != nil && e.srv == srv {
-		return
+		return // noted meanwhile
 	}
 	if s.byAddr == nil {
 		s.byAddr = map[string]*entry{}
 	}
-	e := &entry{srv: srv, l: newListener(addr)}
+	e = &entry{srv: srv, l: newListener(addr)}
 	s.byAddr[key] = e
 	go s.serve(key, e)
 }
@@ -51,8 +57,8 @@ func (s *Servers) Note(srv *http.Server, addr net.Addr) {
 // Serving reports whether a server is recorded for addr: Give would take a
 // connection of that address.
 func (s *Servers) Serving(addr net.Addr) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	return s.byAddr[addr.String()] != nil
 }
 
@@ -61,9 +67,9 @@ func (s *Servers) Serving(addr net.Addr) bool {
 // none (it shut down): the caller closes conn. After true the caller must
 // not use conn again.
 func (s *Servers) Give(conn net.Conn) bool {
-	s.mu.Lock()
+	s.mu.RLock()
 	e := s.byAddr[conn.LocalAddr().String()]
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	return e != nil && e.l.give(conn)
 }
 
@@ -82,8 +88,8 @@ func (s *Servers) serve(key string, e *entry) {
 
 // Count is how many addresses have a server recorded (for tests).
 func (s *Servers) Count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	return len(s.byAddr)
 }
 
