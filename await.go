@@ -227,9 +227,6 @@ const (
 	evGone
 )
 
-// storeTimeout bounds a store read done for a poll no request waits on.
-const storeTimeout = 10 * time.Second
-
 // asyncAwait is the callback form of an await. Events (wake-ups from the
 // poller, the timer, the client going away, the process exiting) may come
 // from any goroutine at any time; one step runs at a time, on a goroutine
@@ -396,9 +393,11 @@ func (x *asyncAwait) apply(e event) verdict {
 	switch e {
 	case evPublished:
 		a.wake(poller.Published)
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		defer cancel()
-		return a.read(ctx)
+		// No request waits, so no context but the background: the
+		// store's own timeouts bound the read (go-redis's read and
+		// pool timeouts; the memory store does not block). A context
+		// with a deadline per woken poll was a tenth of a fan-out.
+		return a.read(context.Background())
 	case evDeleted:
 		return a.wake(poller.Deleted)
 	case evClosed:

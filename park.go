@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/caddy-longpoll/longpoll/internal/connwatch"
 	"github.com/caddy-longpoll/longpoll/internal/handback"
+	"github.com/caddy-longpoll/longpoll/internal/writenow"
 )
 
 // Parking: with the handler's Park option, an HTTP/1.x poll that has to
@@ -103,7 +105,8 @@ type parkedPoll struct {
 // clientGone is the connection watcher's callback.
 func (pk *parkedPoll) clientGone() { pk.x.event(evGone) }
 
-// parkedWriteTimeout bounds writing a parked poll's answer.
+// parkedWriteTimeout bounds writing a parked poll's answer to a client
+// that does not take it at once.
 const parkedWriteTimeout = 10 * time.Second
 
 // done is the end of the poll's await: its answer is written (none when
@@ -118,62 +121,158 @@ func (pk *parkedPoll) done(v verdict) {
 	// client's next request for its going away.
 	keep := pk.keepAlive && v.outcome != gone && (v.outcome != notModified || v.timeout) &&
 		handbacks.Serving(pk.conn.LocalAddr()) && p.shared.watch.Release(pk.token)
-	if v.outcome != gone {
-		w := newBufferedResponse()
-		if err := p.respond(w, &pk.x.a, v); err != nil {
-			// A store failure: its status, as a held poll gets it from
-			// Caddy when the site has no handle_errors (which cannot run
-			// for a connection taken over from the server).
-			var he caddyhttp.HandlerError
-			if errors.As(err, &he) {
-				w.WriteHeader(he.StatusCode)
+	if v.outcome == gone {
+		pk.finish(false)
+		return
+	}
+	w := newBufferedResponse()
+	if err := p.respond(w, &pk.x.a, v); err != nil {
+		// A store failure: its status, as a held poll gets it from
+		// Caddy when the site has no handle_errors (which cannot run
+		// for a connection taken over from the server).
+		var he caddyhttp.HandlerError
+		if errors.As(err, &he) {
+			w.WriteHeader(he.StatusCode)
+		}
+		p.logger.Debug("parked poll failed", zap.String("channel", pk.x.a.subs[0].channel), zap.Error(err))
+	}
+	answer := w.bytes(pk.head, keep)
+	n, err := writenow.Write(pk.conn, answer)
+	switch {
+	case err == nil && n == len(answer):
+		pk.finish(keep)
+	case err != nil && err != writenow.ErrWouldBlock:
+		p.logger.Debug("writing a parked poll's answer", zap.String("channel", pk.x.a.subs[0].channel), zap.Error(err))
+		pk.finish(false)
+	default:
+		// The client does not take the answer at once (or the
+		// connection cannot be written without blocking, such as
+		// TLS): the rest is written by a goroutine of its own, within
+		// parkedWriteTimeout, so that it stalls no other poll.
+		rest := answer[n:]
+		p.shared.parked.wg.Go(func() {
+			pk.conn.SetWriteDeadline(time.Now().Add(parkedWriteTimeout))
+			_, err := pk.conn.Write(rest)
+			if err != nil {
+				p.logger.Debug("writing a parked poll's answer", zap.String("channel", pk.x.a.subs[0].channel), zap.Error(err))
 			}
-			p.logger.Debug("parked poll failed", zap.String("channel", pk.x.a.subs[0].channel), zap.Error(err))
-		}
-		pk.conn.SetWriteDeadline(time.Now().Add(parkedWriteTimeout))
-		if _, err := pk.conn.Write(w.bytes(pk.head, keep)); err != nil {
-			p.logger.Debug("writing a parked poll's answer", zap.String("channel", pk.x.a.subs[0].channel), zap.Error(err))
-			keep = false
-		}
+			pk.conn.SetWriteDeadline(time.Time{}) // the server sets its own
+			pk.finish(keep && err == nil)
+		})
 	}
-	p.shared.parked.remove(pk)
-	if keep {
-		pk.conn.SetDeadline(time.Time{}) // the server sets its own
-		if handbacks.Give(pk.conn) {
-			return
-		}
+}
+
+// finish takes the poll out of the registry and gives its connection back
+// to its server (keep), or closes it.
+func (pk *parkedPoll) finish(keep bool) {
+	sh := pk.p.shared
+	sh.parked.remove(pk)
+	if keep && handbacks.Give(pk.conn) {
+		return
 	}
-	p.shared.watch.Forget(pk.token)
+	sh.watch.Forget(pk.token)
 	pk.conn.Close()
 }
 
 // parkedPolls is the registry of one store's parked polls. It owns the
-// goroutines that run their steps and write their answers; on process exit
-// and when the store closes, drain answers every parked poll (304) and
-// waits for those goroutines.
+// goroutines that run their steps and write their answers: a fixed set of
+// step workers, started with the first step, and a goroutine for each
+// answer that could not be written at once (a slow client), bounded by
+// parkedWriteTimeout. On process exit and when the store closes, drain
+// answers every parked poll (304) and waits for those goroutines.
 type parkedPolls struct {
 	mu     sync.Mutex
 	polls  map[*parkedPoll]struct{}
 	closed bool
-	wg     sync.WaitGroup
+	steps  stepQueue
+	wg     sync.WaitGroup // slow answers' writers
 }
 
-func newParkedPolls() *parkedPolls { return &parkedPolls{polls: map[*parkedPoll]struct{}{}} }
+func newParkedPolls() *parkedPolls {
+	r := &parkedPolls{polls: map[*parkedPoll]struct{}{}}
+	r.steps.cond.L = &r.steps.mu
+	return r
+}
 
 // start implements stepRunner.
-func (r *parkedPolls) start(f func()) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
+func (r *parkedPolls) start(f func()) bool { return r.steps.push(f) }
+
+// stepQueue runs the steps of parked polls on a fixed set of worker
+// goroutines, so that a publish that wakes thousands of them does not
+// start a goroutine (and grow its stack) for each. Its length is bounded
+// by the number of parked polls: an await has at most one step queued or
+// running at a time.
+type stepQueue struct {
+	mu      sync.Mutex
+	cond    sync.Cond
+	queue   []func()
+	head    int // queue[head:] waits
+	idle    int // workers waiting in cond.Wait
+	started bool
+	closed  bool
+	workers sync.WaitGroup
+}
+
+// stepWorkers is how many goroutines run steps: a step reads the store
+// (with the Redis store, a round trip; go-redis's pool has 10 connections
+// per CPU) and writes the answer without blocking.
+var stepWorkers = max(8, 4*runtime.GOMAXPROCS(0))
+
+// push queues f; false once the queue is closed.
+func (q *stepQueue) push(f func()) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
 		return false
 	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		f()
-	}()
+	if !q.started {
+		q.started = true
+		for range stepWorkers {
+			q.workers.Go(q.work)
+		}
+	}
+	q.queue = append(q.queue, f)
+	if q.idle > 0 {
+		q.cond.Signal()
+	}
 	return true
 }
+
+// work runs queued steps until the queue is closed and empty.
+func (q *stepQueue) work() {
+	q.mu.Lock()
+	for {
+		for q.head == len(q.queue) && !q.closed {
+			q.idle++
+			q.cond.Wait()
+			q.idle--
+		}
+		if q.head == len(q.queue) {
+			q.mu.Unlock()
+			return
+		}
+		f := q.queue[q.head]
+		q.queue[q.head] = nil
+		q.head++
+		if q.head == len(q.queue) { // empty: reuse the array
+			q.queue, q.head = q.queue[:0], 0
+		}
+		q.mu.Unlock()
+		f()
+		q.mu.Lock()
+	}
+}
+
+// close refuses new steps; the workers run the queued ones and return.
+func (q *stepQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
+// wait waits for the workers to return, after close.
+func (q *stepQueue) wait() { q.workers.Wait() }
 
 // add registers pk; false once the registry is draining.
 func (r *parkedPolls) add(pk *parkedPoll) bool {
@@ -208,18 +307,21 @@ func (r *parkedPolls) drain() {
 		polls = append(polls, pk)
 	}
 	r.mu.Unlock()
+	// A poll whose step is queued or runs is answered by that step, which
+	// the workers run before they return; an event for any other poll
+	// now ends it at once (start refuses).
+	r.steps.close()
 	var next atomic.Int64
 	var workers sync.WaitGroup
 	for range min(drainWorkers, len(polls)) {
 		workers.Go(func() {
 			for i := next.Add(1) - 1; i < int64(len(polls)); i = next.Add(1) - 1 {
-				// A poll whose step runs is answered by that step,
-				// which the registry waits for below.
 				polls[i].x.finish(evExit)
 			}
 		})
 	}
 	workers.Wait()
+	r.steps.wait()
 	r.wg.Wait()
 }
 
